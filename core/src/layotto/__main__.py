@@ -1,0 +1,3 @@
+from layotto.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""ApiServer: the gRPC port (Layotto Runtime, extensions, health, reflection)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from grpclib.server import Server
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_SECONDS = 2.0
+
+
+class ApiServer:
+    name = "api_server"
+
+    def __init__(self, services: list[Any], host: str, port: int) -> None:
+        self._services = services
+        self._host = host
+        self._port = port
+        self._server: Server | None = None
+        self._stopped = anyio.Event()
+        self.bound_port: int | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stopped = anyio.Event()
+        server = Server(self._services)
+        await server.start(self._host, self._port, reuse_address=True)
+        self._server = server
+        # grpclib does not expose the bound port; it matters when we were asked for port 0.
+        listener: Any = server._server
+        sockets = listener.sockets if listener is not None else ()
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        log.info("gRPC API listening", extra={"host": self._host, "port": self.bound_port})
+        task_status.started()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+            server.close()
+            await server.wait_closed()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        await self._close()

@@ -1,0 +1,1 @@
+"""Edges: translate wire messages to service calls and LayottoErrors to statuses, once."""

@@ -1,0 +1,92 @@
+"""Wraps every gRPC handler of every service: API token, drain gate, error mapping.
+
+Doing it at the handler-mapping level (rather than per servicer method) covers unary and
+streaming calls alike, and the health and reflection services too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpclib.const
+from grpclib import GRPCError
+from grpclib.const import Status
+from grpclib.server import Stream
+
+from layotto.api.gate import CallGate
+from layotto.api.grpc_status import GRPC_STATUS
+from layotto.errors import LayottoError
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADERS = ("dapr-api-token", "layotto-api-token")
+# Probes must work without credentials, as Dapr's /v1.0/healthz does.
+TOKEN_EXEMPT_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+Handler = Callable[[Stream[Any, Any]], Awaitable[None]]
+
+
+class GuardedService:
+    """Presents `service`'s handler mapping with each handler wrapped by the guard."""
+
+    def __init__(self, service: Any, guard: CallGuard, describe: Callable[[str], str]) -> None:
+        self._service = service
+        self._guard = guard
+        self._describe = describe  # RPC name -> what is missing, for UNIMPLEMENTED answers
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping: Mapping[str, grpclib.const.Handler] = self._service.__mapping__()
+        return {
+            path: handler._replace(
+                func=self._guard.wrap(path, handler.func, self._describe(path.rsplit("/", 1)[-1]))
+            )
+            for path, handler in mapping.items()
+        }
+
+
+class CallGuard:
+    def __init__(self, gate: CallGate, api_token: str | None) -> None:
+        self._gate = gate
+        self._token = api_token.encode() if api_token else None
+
+    def _check_token(self, path: str, stream: Stream[Any, Any]) -> None:
+        if self._token is None:
+            return
+        service = path.split("/")[1]
+        if service in TOKEN_EXEMPT_SERVICES:
+            return
+        for header in TOKEN_HEADERS:
+            sent = stream.metadata.get(header) if stream.metadata else None
+            if sent is not None:
+                if isinstance(sent, bytes) or not hmac.compare_digest(sent.encode(), self._token):
+                    raise GRPCError(
+                        Status.UNAUTHENTICATED, "authentication error: api token mismatch"
+                    )
+                return
+        raise GRPCError(Status.UNAUTHENTICATED, "missing api token in request metadata")
+
+    def wrap(self, path: str, func: Handler, missing: str) -> Handler:
+        method = path.rsplit("/", 1)[-1]
+
+        async def guarded(stream: Stream[Any, Any]) -> None:
+            self._check_token(path, stream)
+            try:
+                async with self._gate.call():
+                    await func(stream)
+            except LayottoError as err:
+                raise GRPCError(GRPC_STATUS[err.category], err.message) from None
+            except GRPCError as err:
+                if err.status is Status.UNIMPLEMENTED and not err.message:
+                    raise GRPCError(
+                        Status.UNIMPLEMENTED,
+                        f"{method}: the {missing} is not available in this sidecar yet",
+                    ) from None
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", path)
+                raise GRPCError(Status.INTERNAL, "internal error") from None
+
+        return guarded

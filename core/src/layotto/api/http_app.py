@@ -1,0 +1,110 @@
+"""The HTTP port: actuator health and info, Dapr's healthz and metadata endpoints."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from layotto.health import HealthRegistry, Probe
+from layotto.plugin import HealthStatus
+
+# Readable without the API token, as daprd does for its health endpoints.
+TOKEN_EXEMPT_PATHS = frozenset(
+    {
+        "/v1.0/healthz",
+        "/v1.0/healthz/outbound",
+        "/actuator/health/liveness",
+        "/actuator/health/readiness",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpContext:
+    health: HealthRegistry
+    app_id: str
+    info: Callable[[], dict[str, Any]]  # /actuator/info body
+    metadata: Callable[[], dict[str, Any]]  # /v1.0/metadata body
+    api_token: str | None = None
+
+
+class _TokenMiddleware:
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self._app = app
+        self._token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._token is None or scope["type"] != "http" or scope["path"] in TOKEN_EXEMPT_PATHS:
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        sent = headers.get(b"dapr-api-token") or headers.get(b"layotto-api-token")
+        if sent is None or not hmac.compare_digest(sent, self._token):
+            await PlainTextResponse("invalid api token", status_code=401)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+
+def build_http_app(ctx: HttpContext) -> Starlette:
+    def probe(kind: Probe) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            report = ctx.health.report(kind)
+            code = 200 if report["status"] == HealthStatus.UP.value else 503
+            return JSONResponse(report, status_code=code)
+
+        return endpoint
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(ctx.info())
+
+    async def healthz(request: Request) -> Response:
+        appid = request.query_params.get("appid")
+        if appid is not None and appid != ctx.app_id:
+            return JSONResponse(
+                {
+                    "errorCode": "ERR_HEALTH_APPID_NOT_MATCH",
+                    "message": "dapr app-id does not match",
+                },
+                status_code=500,
+            )
+        if ctx.health.status(Probe.READINESS) is HealthStatus.UP:
+            return Response(status_code=204)
+        return JSONResponse(
+            {"errorCode": "ERR_HEALTH_NOT_READY", "message": "dapr is not ready"}, status_code=500
+        )
+
+    async def outbound(request: Request) -> Response:
+        if ctx.health.status(Probe.READINESS) is HealthStatus.UP:
+            return Response(status_code=204)
+        return JSONResponse(
+            {"errorCode": "ERR_OUTBOUND_HEALTH_NOT_READY", "message": "dapr outbound is not ready"},
+            status_code=500,
+        )
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse(ctx.metadata())
+
+    async def unknown_actuator(request: Request) -> Response:
+        return JSONResponse({"error": "health type invalid"}, status_code=404)
+
+    return Starlette(
+        routes=[
+            Route("/actuator/health/liveness", probe(Probe.LIVENESS)),
+            Route("/actuator/health/readiness", probe(Probe.READINESS)),
+            Route("/actuator/health/{other:path}", unknown_actuator),
+            Route("/actuator/info", info),
+            Route("/v1.0/healthz", healthz),
+            Route("/v1.0/healthz/outbound", outbound),
+            Route("/v1.0/metadata", metadata),
+        ],
+        middleware=[Middleware(_TokenMiddleware, token=ctx.api_token)],
+    )

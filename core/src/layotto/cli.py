@@ -1,0 +1,171 @@
+"""`layotto run | plugins | check | version`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from layotto.config import RuntimeConfig, load_config
+from layotto.errors import ConfigError
+from layotto.logs import setup_logging
+from layotto.version import runtime_version
+
+log = logging.getLogger("layotto")
+
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+
+
+def _config_options(func: Any) -> Any:
+    func = click.option(
+        "--resources-path",
+        "resources_paths",
+        multiple=True,
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Folder of Dapr Component YAMLs (repeatable).",
+    )(func)
+    return click.option(
+        "-c",
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="RUNTIME_CONFIG",
+        help="Config file: native YAML/JSON or Layotto's grpc_config JSON.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Layotto for Python: an application runtime sidecar (Layotto and Dapr APIs)."""
+
+
+@main.command()
+@_config_options
+@click.option("--grpc-port", type=int, help="gRPC API port [default: 34904].")
+@click.option("--http-port", type=int, help="HTTP port (actuator, Dapr HTTP) [default: 34999].")
+@click.option("--host", help="Address to bind [default: 127.0.0.1].")
+@click.option("--app-id", help="This app's id (key prefixes, consumer groups).")
+@click.option("--app-port", type=int, help="The app's gRPC callback port; 0 = no callbacks.")
+@click.option("--api-token", envvar="LAYOTTO_API_TOKEN", help="Require this token on every call.")
+@click.option("--grace-period", type=float, help="Seconds in-flight calls get at shutdown [5].")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
+)
+def run(
+    config_file: Path | None,
+    resources_paths: tuple[Path, ...],
+    grpc_port: int | None,
+    http_port: int | None,
+    host: str | None,
+    app_id: str | None,
+    app_port: int | None,
+    api_token: str | None,
+    grace_period: float | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Start the sidecar."""
+    setup_logging(log_level, log_format)
+    try:
+        config = load_config(config_file, resources_paths).with_overrides(
+            grpc_port=grpc_port,
+            http_port=http_port,
+            host=host,
+            api_token=api_token,
+            grace_period=grace_period,
+            app_id=app_id,
+            app_port=app_port,
+        )
+        _serve(config)
+    except ConfigError as err:
+        log.error("%s", err)
+        sys.exit(EXIT_CONFIG)
+
+
+def _serve(config: RuntimeConfig) -> None:
+    from layotto.actors.supervisor import FatalError
+    from layotto.plugins import load_catalog
+    from layotto.runtime import Runtime, run_until_signalled
+
+    runtime = Runtime(config, load_catalog())
+    try:
+        anyio.run(
+            run_until_signalled,
+            runtime,
+            backend="asyncio",
+            backend_options={"use_uvloop": _uvloop_available()},
+        )
+    except* ConfigError as group:
+        raise group.exceptions[0] from None
+    except* FatalError as group:
+        log.critical("FATAL: %s", group.exceptions[0])
+        sys.exit(EXIT_FATAL)
+    except* OSError as group:
+        # Typically a port that is taken: say which, without a traceback.
+        raise ConfigError(f"cannot serve: {group.exceptions[0]}") from None
+
+
+def _uvloop_available() -> bool:
+    if os.environ.get("LAYOTTO_NO_UVLOOP"):
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@main.command()
+def plugins() -> None:
+    """List installed plugins with their distribution, version and component types."""
+    from layotto.plugins import load_catalog
+
+    try:
+        catalog = load_catalog()
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for plugin in catalog.plugins:
+        click.echo(f"{plugin.name}  ({plugin.distribution} {plugin.version})")
+        for spec in plugin.specs:
+            line = f"    {spec.qualified_type:<28} {spec.version}"
+            click.echo(f"{line}  {spec.description}".rstrip())
+
+
+@main.command()
+@_config_options
+def check(config_file: Path | None, resources_paths: tuple[Path, ...]) -> None:
+    """Validate the configuration (plugins, component types, metadata) and exit."""
+    from layotto.components import build
+    from layotto.plugins import load_catalog
+
+    setup_logging("warning")
+    try:
+        config = load_config(config_file, resources_paths)
+        built = build(config, load_catalog())
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"configuration OK: {len(built)} component(s)")
+    for item in built:
+        click.echo(
+            f"    {item.config.name:<20} {item.config.qualified_type}  ({item.config.source})"
+        )
+
+
+@main.command()
+def version() -> None:
+    """Print the runtime version."""
+    click.echo(f"layotto {runtime_version()}")

@@ -1,0 +1,374 @@
+"""The one typed runtime config, and the loaders that build it.
+
+Sources, combinable:
+- the embedded default (no `--config`, no `--resources-path`): in-memory components under the
+  default names;
+- `--config FILE`: our native YAML/JSON, or Layotto's `grpc_config` (bare, wrapped in
+  `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document);
+- `--resources-path DIR` (repeatable): Dapr `Component` YAMLs.
+Command-line flags override what the file says about the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from layotto.errors import ConfigError
+from layotto.plugin import Kind
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRPC_PORT = 34904
+DEFAULT_HTTP_PORT = 34999
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_SOURCE = "<embedded default>"
+
+# Which name each kind gets in the embedded default (ARCHITECTURE.md, external contract).
+DEFAULT_COMPONENT_NAMES: dict[Kind, str] = {
+    Kind.STATE: "statestore",
+    Kind.PUBSUB: "pubsub",
+    Kind.CONFIGURATION: "configstore",
+    Kind.LOCK: "lockstore",
+    Kind.SEQUENCER: "sequencer",
+    Kind.SECRETSTORES: "secretstore",
+}
+
+# Layotto `grpc_config` section -> kind.
+LAYOTTO_SECTIONS: dict[str, Kind] = {
+    "state": Kind.STATE,
+    "pub_subs": Kind.PUBSUB,
+    "config_store": Kind.CONFIGURATION,
+    "lock": Kind.LOCK,
+    "sequencer": Kind.SEQUENCER,
+    "secret_store": Kind.SECRETSTORES,
+    "bindings": Kind.BINDINGS,
+}
+LAYOTTO_UNSUPPORTED_SECTIONS = frozenset(
+    {"hellos", "rpcs", "file", "oss", "cryption", "email", "phone", "sms", "custom_component"}
+)
+
+KEY_PREFIX_METADATA = "keyPrefix"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentConfig(_Model):
+    name: str = Field(min_length=1)
+    kind: Kind
+    type: str = Field(min_length=1)
+    version: str = "v1"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    # Sidecar-level key-prefix strategy (`keyPrefix` in the metadata); None = the API's default.
+    key_prefix: str | None = None
+    ignore_errors: bool = False
+    source: str = DEFAULT_SOURCE
+
+    @property
+    def qualified_type(self) -> str:
+        return f"{self.kind.value}.{self.type}"
+
+
+class AppConfig(_Model):
+    id: str = ""
+    # The app's gRPC callback port; 0 = the app takes no callbacks.
+    port: int = Field(default=0, ge=0, le=65535)
+    host: str = DEFAULT_HOST
+
+
+class ServerConfig(_Model):
+    host: str = DEFAULT_HOST
+    grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
+    http_port: int = Field(default=DEFAULT_HTTP_PORT, ge=0, le=65535)
+    api_token: str | None = None
+    grace_period: float = Field(default=5.0, ge=0)
+
+
+class RuntimeConfig(_Model):
+    app: AppConfig = AppConfig()
+    server: ServerConfig = ServerConfig()
+    components: tuple[ComponentConfig, ...] = ()
+
+    def with_overrides(self, **server: Any) -> RuntimeConfig:
+        """Apply command-line flags; None means 'not given'."""
+        app_fields = {k[4:]: v for k, v in server.items() if k.startswith("app_") and v is not None}
+        srv_fields = {k: v for k, v in server.items() if not k.startswith("app_") and v is not None}
+        return self.model_copy(
+            update={
+                "app": self.app.model_copy(update=app_fields),
+                "server": self.server.model_copy(update=srv_fields),
+            }
+        )
+
+
+def embedded_default_components() -> tuple[ComponentConfig, ...]:
+    return (
+        ComponentConfig(
+            name=DEFAULT_COMPONENT_NAMES[Kind.STATE], kind=Kind.STATE, type="in-memory"
+        ),
+    )
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def load_config(
+    config_file: Path | None = None, resources_paths: Iterable[Path] = ()
+) -> RuntimeConfig:
+    resources_paths = list(resources_paths)
+    if config_file is None and not resources_paths:
+        return RuntimeConfig(components=embedded_default_components())
+    raw: dict[str, Any] = {}
+    components: list[ComponentConfig] = []
+    if config_file is not None:
+        raw, components = _load_file(config_file)
+    for directory in resources_paths:
+        components += load_dapr_resources(directory, app_id=raw.get("app", {}).get("id", ""))
+    _reject_duplicates(components)
+    try:
+        return RuntimeConfig.model_validate({**raw, "components": components})
+    except ValidationError as err:
+        raise ConfigError(f"{config_file}: {_describe(err)}") from None
+
+
+def _read_structured(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}"
+        ) from None
+
+
+def _load_file(path: Path) -> tuple[dict[str, Any], list[ComponentConfig]]:
+    data = _read_structured(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    grpc_config = find_grpc_config(data)
+    if grpc_config is not None:
+        return _from_layotto(grpc_config, str(path))
+    raw = dict(data)
+    components = raw.pop("components", None) or []
+    if not isinstance(components, list):
+        raise ConfigError(f"{path}: 'components' must be a list")
+    return raw, [_native_component(entry, str(path), i) for i, entry in enumerate(components)]
+
+
+def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: components[{index}] must be a mapping")
+    label = f"component {entry.get('name', f'#{index}')!r}"
+    qualified = entry.get("type")
+    if not isinstance(qualified, str) or "." not in qualified:
+        raise ConfigError(
+            f"{source}: {label}: field 'type' must be '<kind>.<type>', e.g. state.redis"
+        )
+    kind, type_ = _split_type(qualified, source, label)
+    metadata = entry.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{source}: {label}: field 'metadata' must be a mapping")
+    return _component(
+        source,
+        label,
+        name=entry.get("name"),
+        kind=kind,
+        type=type_,
+        version=entry.get("version", "v1"),
+        metadata=metadata,
+        ignore_errors=entry.get("ignore_errors", False),
+    )
+
+
+def _split_type(qualified: str, source: str, label: str) -> tuple[Kind, str]:
+    prefix, _, type_ = qualified.partition(".")
+    try:
+        return Kind(prefix), type_
+    except ValueError:
+        kinds = ", ".join(k.value for k in Kind)
+        raise ConfigError(
+            f"{source}: {label}: field 'type' {qualified!r}: "
+            f"unknown kind {prefix!r} (kinds: {kinds})"
+        ) from None
+
+
+def _component(source: str, label: str, **fields: Any) -> ComponentConfig:
+    metadata = dict(fields.pop("metadata"))
+    prefix = metadata.pop(KEY_PREFIX_METADATA, None)
+    try:
+        return ComponentConfig(
+            **fields,
+            metadata=metadata,
+            key_prefix=None if prefix is None else str(prefix),
+            source=source,
+        )
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {label}: {_describe(err)}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"field '{where}': {e['msg']}")
+    return "; ".join(parts)
+
+
+def _reject_duplicates(components: list[ComponentConfig]) -> None:
+    seen: dict[tuple[Kind, str], ComponentConfig] = {}
+    for c in components:
+        other = seen.get((c.kind, c.name))
+        if other is not None:
+            raise ConfigError(
+                f"duplicate {c.kind.value} component {c.name!r}: in {other.source} and {c.source}"
+            )
+        seen[(c.kind, c.name)] = c
+
+
+# -- Layotto grpc_config -------------------------------------------------------------------
+
+
+def find_grpc_config(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The `grpc_config` object, wherever a Layotto config keeps it, or None if not Layotto."""
+    if isinstance(data.get("grpc_config"), dict):
+        return data["grpc_config"]  # type: ignore[no-any-return]
+    for server in data.get("servers", []) if isinstance(data.get("servers"), list) else []:
+        for listener in server.get("listeners", []) or []:
+            for chain in listener.get("filter_chains", []) or []:
+                for flt in chain.get("filters", []) or []:
+                    config = flt.get("config") if isinstance(flt, dict) else None
+                    if isinstance(config, dict) and isinstance(config.get("grpc_config"), dict):
+                        return config["grpc_config"]  # type: ignore[no-any-return]
+    if "components" not in data and (
+        set(data) & (set(LAYOTTO_SECTIONS) | LAYOTTO_UNSUPPORTED_SECTIONS)
+        or (isinstance(data.get("app"), dict) and "app_id" in data["app"])
+    ):
+        return data
+    return None
+
+
+def _from_layotto(
+    grpc_config: Mapping[str, Any], source: str
+) -> tuple[dict[str, Any], list[ComponentConfig]]:
+    raw: dict[str, Any] = {}
+    app = grpc_config.get("app") or {}
+    if app:
+        raw["app"] = {
+            k: v
+            for k, v in {
+                "id": app.get("app_id"),
+                "port": app.get("grpc_callback_port"),
+                "host": app.get("grpc_callback_host"),
+            }.items()
+            if v is not None
+        }
+    components: list[ComponentConfig] = []
+    for section, entries in grpc_config.items():
+        if section in LAYOTTO_UNSUPPORTED_SECTIONS:
+            log.warning("%s: section %r is not supported yet and is ignored", source, section)
+            continue
+        kind = LAYOTTO_SECTIONS.get(section)
+        if kind is None:
+            continue
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{source}: section {section!r} must map component names to entries")
+        for name, entry in entries.items():
+            label = f"{section} component {name!r}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+                raise ConfigError(f"{source}: {label}: field 'type' is required")
+            metadata = dict(entry.get("metadata") or {})
+            # Entries that keep settings beside `metadata` upstream.
+            for extra in ("address", "timeout", "biggerThan"):
+                if extra in entry:
+                    metadata[extra] = entry[extra]
+            components.append(
+                _component(
+                    source, label, name=name, kind=kind, type=entry["type"], metadata=metadata
+                )
+            )
+    return raw, components
+
+
+# -- Dapr resources ------------------------------------------------------------------------
+
+
+def load_dapr_resources(directory: Path, app_id: str = "") -> list[ComponentConfig]:
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: --resources-path must be a directory")
+    components: list[ComponentConfig] = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
+        for index, doc in enumerate(_yaml_documents(path)):
+            if not isinstance(doc, dict) or doc.get("kind") != "Component":
+                continue  # Subscriptions, Resiliency, ... are other building blocks' business.
+            component = _dapr_component(doc, f"{path}[{index}]" if index else str(path), app_id)
+            if component is not None:
+                components.append(component)
+    return components
+
+
+def _yaml_documents(path: Path) -> Iterator[Any]:
+    try:
+        yield from yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> ComponentConfig | None:
+    meta = doc.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    label = f"component {name!r}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: Component without field 'metadata.name'")
+    scopes = doc.get("scopes")
+    if scopes and app_id and app_id not in scopes:
+        log.info("%s: %s is scoped to %s, not to %r: skipped", source, label, scopes, app_id)
+        return None
+    spec = doc.get("spec") or {}
+    qualified = spec.get("type")
+    if not isinstance(qualified, str) or "." not in qualified:
+        raise ConfigError(
+            f"{source}: {label}: field 'spec.type' must be '<kind>.<type>', e.g. state.redis"
+        )
+    kind, type_ = _split_type(qualified, source, label)
+    metadata: dict[str, Any] = {}
+    for i, item in enumerate(spec.get("metadata") or []):
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(
+                f"{source}: {label}: field 'spec.metadata[{i}]' needs 'name' and 'value'"
+            )
+        if "secretKeyRef" in item:
+            raise ConfigError(
+                f"{source}: {label}: field 'spec.metadata[{i}]' ({item['name']}): secretKeyRef is "
+                "not supported yet; put the value inline or in an environment-specific file"
+            )
+        metadata[item["name"]] = _expand_template(item.get("value", ""), app_id)
+    return _component(
+        source,
+        label,
+        name=name,
+        kind=kind,
+        type=type_,
+        version=str(spec.get("version", "v1")),
+        metadata=metadata,
+        ignore_errors=bool(spec.get("ignoreErrors", False)),
+    )
+
+
+def _expand_template(value: Any, app_id: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    return value.replace("{appID}", app_id).replace("{uuid}", str(uuid.uuid4()))

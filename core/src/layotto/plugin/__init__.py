@@ -1,0 +1,86 @@
+"""The plugin SPI: everything a component author imports from layotto (with layotto.testing).
+
+A plugin is a distribution with an entry point in the group `layotto` that names a module (or
+object) implementing `layotto_components()`::
+
+    [project.entry-points.layotto]
+    redis = "layotto_redis.plugin"
+
+    # layotto_redis/plugin.py
+    from layotto.plugin import ComponentSpec, Kind, hookimpl
+
+    @hookimpl
+    def layotto_components() -> list[ComponentSpec]:
+        return [ComponentSpec(Kind.STATE, "redis", RedisStateMetadata, RedisStateStore)]
+"""
+
+from layotto.plugin.component import (
+    Component,
+    ComponentContext,
+    ComponentFactory,
+    ComponentMetadata,
+    ComponentSpec,
+    Health,
+    HealthStatus,
+    Kind,
+)
+from layotto.plugin.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ComponentError,
+    ETagInvalid,
+    ETagMismatch,
+    InvalidArgument,
+    LayottoError,
+    Unsupported,
+)
+from layotto.plugin.hookspecs import hookimpl, hookspec
+from layotto.plugin.state import (
+    TTL_EXPIRE_METADATA,
+    TTL_METADATA,
+    BulkGetItem,
+    BulkStateError,
+    Concurrency,
+    Consistency,
+    DeleteRequest,
+    Feature,
+    GetRequest,
+    GetResponse,
+    SetRequest,
+    StateStore,
+    TransactionOperation,
+)
+
+__all__ = [
+    "TTL_EXPIRE_METADATA",
+    "TTL_METADATA",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "BulkGetItem",
+    "BulkStateError",
+    "Component",
+    "ComponentContext",
+    "ComponentError",
+    "ComponentFactory",
+    "ComponentMetadata",
+    "ComponentSpec",
+    "Concurrency",
+    "Consistency",
+    "DeleteRequest",
+    "ETagInvalid",
+    "ETagMismatch",
+    "Feature",
+    "GetRequest",
+    "GetResponse",
+    "Health",
+    "HealthStatus",
+    "InvalidArgument",
+    "Kind",
+    "LayottoError",
+    "SetRequest",
+    "StateStore",
+    "TransactionOperation",
+    "Unsupported",
+    "hookimpl",
+    "hookspec",
+]

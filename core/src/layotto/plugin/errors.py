@@ -1,0 +1,24 @@
+"""The errors a component raises. Translate backend exceptions into these at the edge of the
+component, with messages free of hosts and credentials."""
+
+from layotto.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ComponentError,
+    ETagInvalid,
+    ETagMismatch,
+    InvalidArgument,
+    LayottoError,
+    Unsupported,
+)
+
+__all__ = [
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ComponentError",
+    "ETagInvalid",
+    "ETagMismatch",
+    "InvalidArgument",
+    "LayottoError",
+    "Unsupported",
+]

@@ -1,0 +1,181 @@
+"""serve(): the root task group. Start order, readiness, graceful shutdown.
+
+Startup: components built and started (fail fast) -> actors started one by one with
+`tg.start` -> `runtime_startup` UP. Shutdown (first SIGTERM/SIGINT, or `shutdown.set()`):
+readiness DOWN -> new calls refused (UNAVAILABLE) -> in-flight calls drain within the grace
+period -> actors stop -> components close (shielded, bounded). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from grpclib.health.check import ServiceStatus
+
+from layotto.actors.api_server import ApiServer
+from layotto.actors.health_checker import HealthAggregator
+from layotto.actors.http_server import HttpServer
+from layotto.actors.supervisor import Supervisor
+from layotto.api.gate import CallGate
+from layotto.api.grpc_guard import CallGuard
+from layotto.api.grpc_services import build_grpc_services
+from layotto.api.http_app import HttpContext, build_http_app
+from layotto.components import ComponentRegistry, build
+from layotto.config import RuntimeConfig
+from layotto.health import BOTH, STARTUP, HealthRegistry
+from layotto.plugin import Health, HealthStatus
+from layotto.plugins import Catalog
+from layotto.services.state import StateService
+from layotto.version import runtime_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Handles for tests and the CLI: what is bound where, and how to stop it."""
+
+    config: RuntimeConfig
+    catalog: Catalog
+    health: HealthRegistry = field(default_factory=HealthRegistry)
+    shutdown: anyio.Event = field(default_factory=anyio.Event)
+    grpc_port: int | None = None
+    http_port: int | None = None
+    components: ComponentRegistry = field(default_factory=ComponentRegistry)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "app": {
+                "name": "Layotto for Python",
+                "version": runtime_version(),
+                "id": self.config.app.id,
+            },
+            "plugins": [
+                {
+                    "name": p.name,
+                    "distribution": p.distribution,
+                    "version": p.version,
+                    "components": [s.qualified_type for s in p.specs],
+                }
+                for p in self.catalog.plugins
+            ],
+            "components": [
+                {
+                    "name": b.config.name,
+                    "type": b.config.qualified_type,
+                    "version": b.config.version,
+                }
+                for b in self.components
+            ],
+        }
+
+    def dapr_metadata(self) -> dict[str, Any]:
+        components = []
+        for b in self.components:
+            entry: dict[str, Any] = {
+                "name": b.config.name,
+                "type": b.config.qualified_type,
+                "version": b.config.version,
+            }
+            features = sorted(f.value for f in getattr(b.component, "features", ()))
+            if features:
+                entry["capabilities"] = features
+            components.append(entry)
+        body: dict[str, Any] = {
+            "id": self.config.app.id,
+            "runtimeVersion": runtime_version(),
+            "components": components,
+            "extended": {},
+            "subscriptions": [],
+            "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False},
+        }
+        if self.config.app.port:
+            body["appConnectionProperties"] = {
+                "port": self.config.app.port,
+                "protocol": "grpc",
+                "channelAddress": self.config.app.host,
+            }
+        return body
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        built = build(config, self.catalog)
+        try:
+            await self.components.start(built)
+            gate = CallGate()
+            serving = ServiceStatus()
+            self.health.on_readiness_change(lambda s: serving.set(s is HealthStatus.UP))
+            state = StateService(self.components, config.app.id)
+            api = ApiServer(
+                build_grpc_services(state, CallGuard(gate, config.server.api_token), serving),
+                config.server.host,
+                config.server.grpc_port,
+            )
+            http = HttpServer(
+                build_http_app(
+                    HttpContext(
+                        self.health,
+                        config.app.id,
+                        self.info,
+                        self.dapr_metadata,
+                        config.server.api_token,
+                    )
+                ),
+                config.server.host,
+                config.server.http_port,
+            )
+            checker = HealthAggregator(self.health, self.components)
+            supervisor = Supervisor(self.health)
+            async with anyio.create_task_group() as tg:
+                # HTTP first, so probes answer (INIT) while the rest starts.
+                await tg.start(supervisor.run, [http, checker, api])
+                self.grpc_port, self.http_port = api.bound_port, http.bound_port
+                self.health.set(STARTUP, Health.up(), BOTH)
+                log.info(
+                    "layotto is ready",
+                    extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
+                )
+                task_status.started()
+                await self.shutdown.wait()
+                with anyio.CancelScope(shield=True):
+                    self.health.set(
+                        STARTUP, Health(HealthStatus.DOWN, {"reason": "shutdown"}), BOTH
+                    )
+                    grace = config.server.grace_period
+                    drained = await gate.drain(grace)
+                    if not drained:
+                        log.warning(
+                            "%d call(s) still running after the %.1f s grace period",
+                            gate.in_flight,
+                            grace,
+                        )
+                    await supervisor.stop()
+                tg.cancel_scope.cancel()
+        finally:
+            await self.components.close()
+        log.info("layotto stopped")
+
+
+async def run_until_signalled(runtime: Runtime) -> None:
+    """Serve until SIGTERM/SIGINT; a second signal exits at once."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    if runtime.shutdown.is_set():
+                        log.warning("second signal: exiting now")
+                        logging.shutdown()
+                        os._exit(128 + signum)
+                    log.info("signal %s: shutting down", signal.Signals(signum).name)
+                    runtime.shutdown.set()
+
+        tg.start_soon(watch_signals)
+        await runtime.serve()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Building blocks: transport-free logic between the API edges and the components."""

@@ -1,0 +1,222 @@
+"""The State building block: validation, key prefixes, bulk fan-out, error translation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+import anyio
+
+from layotto.components import ComponentRegistry
+from layotto.errors import (
+    BackendTimeout,
+    ComponentError,
+    InvalidArgument,
+    LayottoError,
+    NotConfigured,
+    Unsupported,
+)
+from layotto.plugin import (
+    BulkGetItem,
+    BulkStateError,
+    Consistency,
+    DeleteRequest,
+    Feature,
+    GetRequest,
+    GetResponse,
+    Kind,
+    SetRequest,
+    StateStore,
+    TransactionOperation,
+)
+from layotto.services.keys import KeyPrefix
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_BULK_PARALLELISM = 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Store:
+    name: str
+    store: StateStore
+    keys: KeyPrefix
+
+
+class StateService:
+    """One per API surface: the Layotto API defaults to no key prefix, Dapr's to `appid`."""
+
+    def __init__(
+        self,
+        registry: ComponentRegistry,
+        app_id: str,
+        *,
+        default_key_prefix: str = "none",
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        self._call_timeout = call_timeout
+        self._stores: dict[str, _Store] = {}
+        for name, built in registry.of_kind(Kind.STATE).items():
+            if not isinstance(built.component, StateStore):
+                raise TypeError(f"state component {name!r} is not a StateStore")
+            keys = KeyPrefix.resolve(
+                built.config.key_prefix, default=default_key_prefix, app_id=app_id, store_name=name
+            )
+            self._stores[name] = _Store(name, built.component, keys)
+
+    def _resolve(self, store_name: str) -> _Store:
+        if not self._stores:
+            raise NotConfigured("state store is not configured", reason="DAPR_STATE_NOT_CONFIGURED")
+        if not store_name:
+            raise InvalidArgument("field 'store_name' must not be empty")
+        found = self._stores.get(store_name)
+        if found is None:
+            raise InvalidArgument(
+                f"state store {store_name!r} is not found", reason="DAPR_STATE_NOT_FOUND"
+            )
+        return found
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            with anyio.fail_after(self._call_timeout):
+                return await call()
+        except LayottoError:
+            raise
+        except TimeoutError:
+            raise BackendTimeout(f"{what}: the state store did not answer in time") from None
+        except Exception as err:
+            # Foreign errors may carry hosts or credentials: log them, answer generically.
+            log.exception("%s failed", what)
+            raise ComponentError(f"{what}: the state store failed ({type(err).__name__})") from err
+
+    def features(self, store_name: str) -> frozenset[Feature]:
+        return self._resolve(store_name).store.features
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(
+        self,
+        store_name: str,
+        key: str,
+        *,
+        consistency: Consistency = Consistency.EVENTUAL,
+        metadata: Mapping[str, str] | None = None,
+    ) -> GetResponse | None:
+        s = self._resolve(store_name)
+        request = GetRequest(s.keys.apply(key), dict(metadata or {}), consistency)
+        return await self._call(
+            f"get {key!r} from state store {store_name!r}", lambda: s.store.get(request)
+        )
+
+    async def bulk_get(
+        self,
+        store_name: str,
+        keys: Sequence[str],
+        *,
+        parallelism: int = 0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[BulkGetItem]:
+        s = self._resolve(store_name)
+        if not keys:
+            return []
+        if parallelism < 0:
+            raise InvalidArgument("field 'parallelism' must not be negative")
+        requests = [GetRequest(s.keys.apply(k), dict(metadata or {})) for k in keys]
+        if type(s.store).bulk_get is not StateStore.bulk_get:
+            items = await self._call(
+                f"bulk get from state store {store_name!r}", lambda: s.store.bulk_get(requests)
+            )
+        else:
+            items = await self._fan_out_get(s, requests, parallelism or DEFAULT_BULK_PARALLELISM)
+        # Answer with the keys as the caller sent them.
+        return [replace(item, key=key) for key, item in zip(keys, items, strict=True)]
+
+    async def _fan_out_get(
+        self, s: _Store, requests: list[GetRequest], parallelism: int
+    ) -> list[BulkGetItem]:
+        results: list[BulkGetItem | None] = [None] * len(requests)
+        limiter = anyio.CapacityLimiter(parallelism)
+
+        async def one(index: int, request: GetRequest) -> None:
+            async with limiter:
+                try:
+                    found = await self._call(
+                        f"get {request.key!r} from state store {s.name!r}",
+                        lambda: s.store.get(request),
+                    )
+                except LayottoError as err:
+                    results[index] = BulkGetItem(request.key, error=err.message)
+                    return
+            results[index] = (
+                BulkGetItem(request.key)
+                if found is None
+                else BulkGetItem(request.key, found.data, found.etag, found.metadata)
+            )
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(one, index, request)
+        return [r for r in results if r is not None]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def save(self, store_name: str, items: Sequence[SetRequest]) -> None:
+        s = self._resolve(store_name)
+        if not items:
+            return
+        requests = [replace(item, key=s.keys.apply(item.key)) for item in items]
+        what = f"save state in state store {store_name!r}"
+        if len(requests) == 1:
+            await self._call(what, lambda: s.store.set(requests[0]))
+        else:
+            await self._call(what, lambda: s.store.bulk_set(requests))
+
+    async def delete(self, store_name: str, request: DeleteRequest) -> None:
+        s = self._resolve(store_name)
+        prefixed = replace(request, key=s.keys.apply(request.key))
+        await self._call(
+            f"delete {request.key!r} from state store {store_name!r}",
+            lambda: s.store.delete(prefixed),
+        )
+
+    async def bulk_delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
+        s = self._resolve(store_name)
+        if not requests:
+            return
+        prefixed = [replace(r, key=s.keys.apply(r.key)) for r in requests]
+        await self._call(
+            f"bulk delete from state store {store_name!r}", lambda: s.store.bulk_delete(prefixed)
+        )
+
+    async def transact(
+        self,
+        store_name: str,
+        operations: Sequence[TransactionOperation],
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        s = self._resolve(store_name)
+        if Feature.TRANSACTIONAL not in s.store.features:
+            raise Unsupported(
+                f"state store {store_name!r} doesn't support transactions",
+                reason="DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED",
+            )
+        limit = s.store.max_operations_per_transaction()
+        if limit is not None and len(operations) > limit:
+            raise InvalidArgument(
+                f"the transaction has {len(operations)} operations; state store "
+                f"{store_name!r} allows at most {limit}",
+                reason="DAPR_STATE_TOO_MANY_TRANSACTIONS",
+            )
+        prefixed = [replace(op, key=s.keys.apply(op.key)) for op in operations]
+        await self._call(
+            f"transaction on state store {store_name!r}",
+            lambda: s.store.multi(prefixed, dict(metadata or {})),
+        )
+
+
+__all__ = ["BulkStateError", "StateService"]
