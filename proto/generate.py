@@ -39,7 +39,10 @@ def generate(out: Path) -> None:
     includes = [f"-I{root}" for root in INCLUDE_ROOTS]
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc", *includes,
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            *includes,
             f"--python_betterproto2_out={out}",
             "--python_betterproto2_opt=client_generation=async,server_generation=async",
             f"--descriptor_set_out={out / DESCRIPTOR_FILE}",
