@@ -18,7 +18,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from layotto.errors import ConfigError
@@ -145,6 +144,8 @@ def _read_structured(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    import yaml  # only needed when there is a file: keeps the zero-config start fast
+
     try:
         if path.suffix == ".json":
             return json.loads(text)
@@ -321,6 +322,8 @@ def load_dapr_resources(directory: Path, app_id: str = "") -> list[ComponentConf
 
 
 def _yaml_documents(path: Path) -> Iterator[Any]:
+    import yaml
+
     try:
         yield from yaml.safe_load_all(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

@@ -16,14 +16,12 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from grpclib.health.check import ServiceStatus
 
 from layotto.actors.api_server import ApiServer
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
 from layotto.actors.supervisor import Supervisor
 from layotto.api.gate import CallGate
-from layotto.api.grpc_guard import CallGuard
 from layotto.api.grpc_services import build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
 from layotto.components import ComponentRegistry, build
@@ -109,11 +107,11 @@ class Runtime:
         try:
             await self.components.start(built)
             gate = CallGate()
-            serving = ServiceStatus()
-            self.health.on_readiness_change(lambda s: serving.set(s is HealthStatus.UP))
             state = StateService(self.components, config.app.id)
+            grpc = build_grpc_services(state, gate, config.server.api_token)
+            self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
             api = ApiServer(
-                build_grpc_services(state, CallGuard(gate, config.server.api_token), serving),
+                grpc.handlers,
                 config.server.host,
                 config.server.grpc_port,
             )

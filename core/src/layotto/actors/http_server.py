@@ -34,7 +34,8 @@ class HttpServer:
         sock.set_inheritable(True)
         self.bound_port = sock.getsockname()[1]
         config = Config()
-        config.bind = [f"fd://{sock.fileno()}"]
+        # Hypercorn takes ownership of the descriptor (and closes it when it stops).
+        config.bind = [f"fd://{sock.detach()}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("layotto.http")
         config.graceful_timeout = 1.0
@@ -43,7 +44,6 @@ class HttpServer:
         try:
             await serve(self._app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
         finally:
-            sock.close()
             self._done.set()
 
     async def stop(self) -> None:

@@ -16,6 +16,8 @@ class CallGate:
         self._draining = False
         self._idle = anyio.Event()
         self._idle.set()
+        # Long-lived streams watch this and end themselves when draining begins.
+        self.drain_started = anyio.Event()
 
     @property
     def in_flight(self) -> int:
@@ -43,6 +45,7 @@ class CallGate:
         """Refuse new calls, then wait up to `grace_period` for the ones in flight.
         True when every call finished in time."""
         self._draining = True
+        self.drain_started.set()
         with anyio.move_on_after(grace_period):
             await self._idle.wait()
         return self._in_flight == 0
