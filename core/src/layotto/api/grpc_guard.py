@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import grpclib.const
@@ -23,8 +24,9 @@ from layotto.errors import LayottoError
 log = logging.getLogger(__name__)
 
 TOKEN_HEADERS = ("dapr-api-token", "layotto-api-token")
-# Probes must work without credentials, as Dapr's /v1.0/healthz does.
-TOKEN_EXEMPT_SERVICES = frozenset({"grpc.health.v1.Health"})
+# Probes must work without credentials, as Dapr's /v1.0/healthz does, and keep answering
+# (NOT_SERVING) while the sidecar drains: they are not held up by, nor counted in, the gate.
+PROBE_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 Handler = Callable[[Stream[Any, Any]], Awaitable[None]]
 
@@ -55,8 +57,7 @@ class CallGuard:
     def _check_token(self, path: str, stream: Stream[Any, Any]) -> None:
         if self._token is None:
             return
-        service = path.split("/")[1]
-        if service in TOKEN_EXEMPT_SERVICES:
+        if path.split("/")[1] in PROBE_SERVICES:
             return
         for header in TOKEN_HEADERS:
             sent = stream.metadata.get(header) if stream.metadata else None
@@ -70,11 +71,12 @@ class CallGuard:
 
     def wrap(self, path: str, func: Handler, missing: str) -> Handler:
         method = path.rsplit("/", 1)[-1]
+        admit = nullcontext if path.split("/")[1] in PROBE_SERVICES else self._gate.call
 
         async def guarded(stream: Stream[Any, Any]) -> None:
             self._check_token(path, stream)
             try:
-                async with self._gate.call():
+                async with admit():
                     await func(stream)
             except LayottoError as err:
                 raise GRPCError(GRPC_STATUS[err.category], err.message) from None
