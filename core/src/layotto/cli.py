@@ -79,7 +79,7 @@ def run(
     """Start the sidecar."""
     setup_logging(log_level, log_format)
     try:
-        config = load_config(config_file, resources_paths).with_overrides(
+        config = load_config(config_file, resources_paths, app_id=app_id).with_overrides(
             grpc_port=grpc_port,
             http_port=http_port,
             host=host,

@@ -101,12 +101,13 @@ class RuntimeConfig(_Model):
         """Apply command-line flags; None means 'not given'."""
         app_fields = {k[4:]: v for k, v in server.items() if k.startswith("app_") and v is not None}
         srv_fields = {k: v for k, v in server.items() if not k.startswith("app_") and v is not None}
-        return self.model_copy(
-            update={
-                "app": self.app.model_copy(update=app_fields),
-                "server": self.server.model_copy(update=srv_fields),
-            }
-        )
+        data = self.model_dump()
+        data["app"].update(app_fields)
+        data["server"].update(srv_fields)
+        try:
+            return RuntimeConfig.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"command line: {_describe(err)}") from None
 
 
 def embedded_default_components() -> tuple[ComponentConfig, ...]:
@@ -121,8 +122,13 @@ def embedded_default_components() -> tuple[ComponentConfig, ...]:
 
 
 def load_config(
-    config_file: Path | None = None, resources_paths: Iterable[Path] = ()
+    config_file: Path | None = None,
+    resources_paths: Iterable[Path] = (),
+    *,
+    app_id: str | None = None,
 ) -> RuntimeConfig:
+    """`app_id` (from the command line) wins over the file's; Dapr `scopes` and `{appID}`
+    templates in resources are resolved against the final one."""
     resources_paths = list(resources_paths)
     if config_file is None and not resources_paths:
         return RuntimeConfig(components=embedded_default_components())
@@ -130,8 +136,13 @@ def load_config(
     components: list[ComponentConfig] = []
     if config_file is not None:
         raw, components = _load_file(config_file)
+    app = raw.get("app")
+    if app is not None and not isinstance(app, dict):
+        raise ConfigError(f"{config_file}: field 'app' must be a mapping")
+    if app_id is None:
+        app_id = str((app or {}).get("id") or "")
     for directory in resources_paths:
-        components += load_dapr_resources(directory, app_id=raw.get("app", {}).get("id", ""))
+        components += load_dapr_resources(directory, app_id=app_id)
     _reject_duplicates(components)
     try:
         return RuntimeConfig.model_validate({**raw, "components": components})
@@ -170,10 +181,19 @@ def _load_file(path: Path) -> tuple[dict[str, Any], list[ComponentConfig]]:
     return raw, [_native_component(entry, str(path), i) for i, entry in enumerate(components)]
 
 
+NATIVE_COMPONENT_FIELDS = frozenset({"name", "type", "version", "metadata", "ignore_errors"})
+
+
 def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: components[{index}] must be a mapping")
     label = f"component {entry.get('name', f'#{index}')!r}"
+    unknown = sorted(set(entry) - NATIVE_COMPONENT_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{source}: {label}: unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(sorted(NATIVE_COMPONENT_FIELDS))}"
+        )
     qualified = entry.get("type")
     if not isinstance(qualified, str) or "." not in qualified:
         raise ConfigError(
@@ -195,14 +215,14 @@ def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
     )
 
 
-def _split_type(qualified: str, source: str, label: str) -> tuple[Kind, str]:
+def _split_type(qualified: str, source: str, label: str, field: str = "type") -> tuple[Kind, str]:
     prefix, _, type_ = qualified.partition(".")
     try:
         return Kind(prefix), type_
     except ValueError:
         kinds = ", ".join(k.value for k in Kind)
         raise ConfigError(
-            f"{source}: {label}: field 'type' {qualified!r}: "
+            f"{source}: {label}: field '{field}' {qualified!r}: "
             f"unknown kind {prefix!r} (kinds: {kinds})"
         ) from None
 
@@ -210,6 +230,8 @@ def _split_type(qualified: str, source: str, label: str) -> tuple[Kind, str]:
 def _component(source: str, label: str, **fields: Any) -> ComponentConfig:
     metadata = dict(fields.pop("metadata"))
     prefix = metadata.pop(KEY_PREFIX_METADATA, None)
+    if prefix is not None and "||" in str(prefix):
+        raise ConfigError(f"{source}: {label}: field 'metadata.keyPrefix' must not contain '||'")
     try:
         return ComponentConfig(
             **fields,
@@ -243,15 +265,22 @@ def _reject_duplicates(components: list[ComponentConfig]) -> None:
 # -- Layotto grpc_config -------------------------------------------------------------------
 
 
+def _mappings(parent: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
+    """The mapping items of parent[key] when it is a list; anything else yields nothing."""
+    value = parent.get(key)
+    if isinstance(value, list):
+        yield from (item for item in value if isinstance(item, dict))
+
+
 def find_grpc_config(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The `grpc_config` object, wherever a Layotto config keeps it, or None if not Layotto."""
     if isinstance(data.get("grpc_config"), dict):
         return data["grpc_config"]  # type: ignore[no-any-return]
-    for server in data.get("servers", []) if isinstance(data.get("servers"), list) else []:
-        for listener in server.get("listeners", []) or []:
-            for chain in listener.get("filter_chains", []) or []:
-                for flt in chain.get("filters", []) or []:
-                    config = flt.get("config") if isinstance(flt, dict) else None
+    for server in _mappings(data, "servers"):
+        for listener in _mappings(server, "listeners"):
+            for chain in _mappings(listener, "filter_chains"):
+                for flt in _mappings(chain, "filters"):
+                    config = flt.get("config")
                     if isinstance(config, dict) and isinstance(config.get("grpc_config"), dict):
                         return config["grpc_config"]  # type: ignore[no-any-return]
     if "components" not in data and (
@@ -267,6 +296,8 @@ def _from_layotto(
 ) -> tuple[dict[str, Any], list[ComponentConfig]]:
     raw: dict[str, Any] = {}
     app = grpc_config.get("app") or {}
+    if not isinstance(app, dict):
+        raise ConfigError(f"{source}: field 'app' must be a mapping")
     if app:
         raw["app"] = {
             k: v
@@ -291,6 +322,8 @@ def _from_layotto(
             label = f"{section} component {name!r}"
             if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
                 raise ConfigError(f"{source}: {label}: field 'type' is required")
+            if not isinstance(entry.get("metadata") or {}, dict):
+                raise ConfigError(f"{source}: {label}: field 'metadata' must be a mapping")
             metadata = dict(entry.get("metadata") or {})
             # Entries that keep settings beside `metadata` upstream.
             for extra in ("address", "timeout", "biggerThan"):
@@ -346,7 +379,7 @@ def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> Compone
         raise ConfigError(
             f"{source}: {label}: field 'spec.type' must be '<kind>.<type>', e.g. state.redis"
         )
-    kind, type_ = _split_type(qualified, source, label)
+    kind, type_ = _split_type(qualified, source, label, "spec.type")
     metadata: dict[str, Any] = {}
     for i, item in enumerate(spec.get("metadata") or []):
         if not isinstance(item, dict) or "name" not in item:

@@ -6,12 +6,14 @@ streaming calls alike, and the health and reflection services too.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
+import anyio
 import grpclib.const
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -27,6 +29,8 @@ TOKEN_HEADERS = ("dapr-api-token", "layotto-api-token")
 # Probes must work without credentials, as Dapr's /v1.0/healthz does, and keep answering
 # (NOT_SERVING) while the sidecar drains: they are not held up by, nor counted in, the gate.
 PROBE_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+TRAILERS_TIMEOUT_SECONDS = 1.0
 
 Handler = Callable[[Stream[Any, Any]], Awaitable[None]]
 
@@ -90,5 +94,14 @@ class CallGuard:
             except Exception:
                 log.exception("unexpected error in %s", path)
                 raise GRPCError(Status.INTERNAL, "internal error") from None
+            except asyncio.CancelledError:
+                # Cut off at the end of the grace period (grpclib cancels the handler): answer,
+                # or the client would wait for its deadline on a stream nobody will finish.
+                with anyio.move_on_after(TRAILERS_TIMEOUT_SECONDS):
+                    await stream.send_trailing_metadata(
+                        status=Status.UNAVAILABLE,
+                        status_message="the sidecar shut down before the call finished",
+                    )
+                raise
 
         return guarded

@@ -47,6 +47,20 @@ _CONCURRENCY = {
 _UPSERT, _DELETE = "upsert", "delete"
 
 
+def _consistency(value: pb.StateOptionsStateConsistency, field: str) -> Consistency:
+    try:
+        return _CONSISTENCY[value]
+    except KeyError:
+        raise InvalidArgument(f"field {field!r} has an unknown value {int(value)}") from None
+
+
+def _concurrency(value: pb.StateOptionsStateConcurrency, field: str) -> Concurrency:
+    try:
+        return _CONCURRENCY[value]
+    except KeyError:
+        raise InvalidArgument(f"field {field!r} has an unknown value {int(value)}") from None
+
+
 def _etag(etag: pb.Etag | None) -> str | None:
     # An absent ETag and an empty one mean the same: no ETag check (layotto-semantics 9).
     return etag.value if etag is not None and etag.value else None
@@ -55,7 +69,10 @@ def _etag(etag: pb.Etag | None) -> str | None:
 def _options(options: pb.StateOptions | None) -> tuple[Concurrency, Consistency]:
     if options is None:
         return Concurrency.LAST_WRITE, Consistency.EVENTUAL
-    return _CONCURRENCY[options.concurrency], _CONSISTENCY[options.consistency]
+    return (
+        _concurrency(options.concurrency, "options.concurrency"),
+        _consistency(options.consistency, "options.consistency"),
+    )
 
 
 def _set_request(item: pb.StateItem) -> SetRequest:
@@ -81,7 +98,7 @@ class LayottoRuntime(pb.RuntimeBase):
         found = await self._state.get(
             message.store_name,
             message.key,
-            consistency=_CONSISTENCY[message.consistency],
+            consistency=_consistency(message.consistency, "consistency"),
             metadata=message.metadata,
         )
         if found is None:

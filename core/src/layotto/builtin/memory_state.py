@@ -93,7 +93,7 @@ class InMemoryStateStore(StateStore):
 
     def _check_etag(self, key: str, etag: str | None, concurrency: Concurrency) -> None:
         entry = self._live(key)
-        if etag is None:
+        if not etag:  # absent and empty both mean "no ETag"
             if concurrency is Concurrency.FIRST_WRITE and entry is not None:
                 raise ETagMismatch(f"key {key!r} already exists (first-write without an ETag)")
             return

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
-from layotto.errors import InvalidArgument
+from layotto.errors import InvalidArgument, LayottoError
 
 SEPARATOR = "||"
+
+E = TypeVar("E", bound=LayottoError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,13 @@ class KeyPrefix:
                 reason="DAPR_STATE_ILLEGAL_KEY",
             )
         return f"{self.prefix}{SEPARATOR}{key}" if self.prefix else key
+
+    def scrub(self, err: E) -> E:
+        """The error with stored keys in its message turned back into the caller's keys."""
+        if self.prefix:
+            err.message = err.message.replace(self.prefix + SEPARATOR, "")
+            err.args = (err.message,)
+        return err
 
     def strip(self, stored_key: str) -> str:
         if self.prefix and stored_key.startswith(self.prefix + SEPARATOR):

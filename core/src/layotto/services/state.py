@@ -36,6 +36,7 @@ from layotto.services.keys import KeyPrefix
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_W = TypeVar("_W", bound=SetRequest | DeleteRequest)
 
 DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_BULK_PARALLELISM = 100
@@ -81,12 +82,22 @@ class StateService:
             )
         return found
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    @staticmethod
+    def _stored(s: _Store, request: _W) -> _W:
+        """The request as the component sees it: prefixed key; an empty ETag is no ETag."""
+        return replace(request, key=s.keys.apply(request.key), etag=request.etag or None)
+
+    async def _call(self, s: _Store, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             with anyio.fail_after(self._call_timeout):
                 return await call()
-        except LayottoError:
-            raise
+        except BulkStateError as err:
+            # Name the caller's keys, not the stored (prefixed) ones.
+            raise BulkStateError(
+                {s.keys.strip(k): s.keys.scrub(e) for k, e in err.errors.items()}
+            ) from None
+        except LayottoError as err:
+            raise s.keys.scrub(err) from None
         except TimeoutError:
             raise BackendTimeout(f"{what}: the state store did not answer in time") from None
         except Exception as err:
@@ -110,7 +121,7 @@ class StateService:
         s = self._resolve(store_name)
         request = GetRequest(s.keys.apply(key), dict(metadata or {}), consistency)
         return await self._call(
-            f"get {key!r} from state store {store_name!r}", lambda: s.store.get(request)
+            s, f"get {key!r} from state store {store_name!r}", lambda: s.store.get(request)
         )
 
     async def bulk_get(
@@ -129,7 +140,7 @@ class StateService:
         requests = [GetRequest(s.keys.apply(k), dict(metadata or {})) for k in keys]
         if type(s.store).bulk_get is not StateStore.bulk_get:
             items = await self._call(
-                f"bulk get from state store {store_name!r}", lambda: s.store.bulk_get(requests)
+                s, f"bulk get from state store {store_name!r}", lambda: s.store.bulk_get(requests)
             )
         else:
             items = await self._fan_out_get(s, requests, parallelism or DEFAULT_BULK_PARALLELISM)
@@ -146,6 +157,7 @@ class StateService:
             async with limiter:
                 try:
                     found = await self._call(
+                        s,
                         f"get {request.key!r} from state store {s.name!r}",
                         lambda: s.store.get(request),
                     )
@@ -169,17 +181,18 @@ class StateService:
         s = self._resolve(store_name)
         if not items:
             return
-        requests = [replace(item, key=s.keys.apply(item.key)) for item in items]
+        requests = [self._stored(s, item) for item in items]
         what = f"save state in state store {store_name!r}"
         if len(requests) == 1:
-            await self._call(what, lambda: s.store.set(requests[0]))
+            await self._call(s, what, lambda: s.store.set(requests[0]))
         else:
-            await self._call(what, lambda: s.store.bulk_set(requests))
+            await self._call(s, what, lambda: s.store.bulk_set(requests))
 
     async def delete(self, store_name: str, request: DeleteRequest) -> None:
         s = self._resolve(store_name)
-        prefixed = replace(request, key=s.keys.apply(request.key))
+        prefixed = self._stored(s, request)
         await self._call(
+            s,
             f"delete {request.key!r} from state store {store_name!r}",
             lambda: s.store.delete(prefixed),
         )
@@ -188,9 +201,9 @@ class StateService:
         s = self._resolve(store_name)
         if not requests:
             return
-        prefixed = [replace(r, key=s.keys.apply(r.key)) for r in requests]
+        prefixed = [self._stored(s, r) for r in requests]
         await self._call(
-            f"bulk delete from state store {store_name!r}", lambda: s.store.bulk_delete(prefixed)
+            s, f"bulk delete from state store {store_name!r}", lambda: s.store.bulk_delete(prefixed)
         )
 
     async def transact(
@@ -212,8 +225,9 @@ class StateService:
                 f"{store_name!r} allows at most {limit}",
                 reason="DAPR_STATE_TOO_MANY_TRANSACTIONS",
             )
-        prefixed = [replace(op, key=s.keys.apply(op.key)) for op in operations]
+        prefixed = [self._stored(s, op) for op in operations]
         await self._call(
+            s,
             f"transaction on state store {store_name!r}",
             lambda: s.store.multi(prefixed, dict(metadata or {})),
         )
