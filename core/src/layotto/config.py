@@ -55,6 +55,7 @@ LAYOTTO_UNSUPPORTED_SECTIONS = frozenset(
 )
 
 KEY_PREFIX_METADATA = "keyPrefix"
+BIGGER_THAN_METADATA = "biggerThan"
 
 
 class _Model(BaseModel):
@@ -69,6 +70,8 @@ class ComponentConfig(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Sidecar-level key-prefix strategy (`keyPrefix` in the metadata); None = the API's default.
     key_prefix: str | None = None
+    # Sequencer only (`biggerThan`): key -> every id handed out for it must be greater.
+    bigger_than: dict[str, int] = Field(default_factory=dict)
     ignore_errors: bool = False
     source: str = DEFAULT_SOURCE
 
@@ -232,11 +235,21 @@ def _component(source: str, label: str, **fields: Any) -> ComponentConfig:
     prefix = metadata.pop(KEY_PREFIX_METADATA, None)
     if prefix is not None and "||" in str(prefix):
         raise ConfigError(f"{source}: {label}: field 'metadata.keyPrefix' must not contain '||'")
+    bigger_than = metadata.pop(BIGGER_THAN_METADATA, None) or {}
+    if isinstance(bigger_than, str):  # Dapr YAML values are strings: accept JSON there
+        try:
+            bigger_than = json.loads(bigger_than)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"{source}: {label}: field 'metadata.biggerThan' must map keys to integers, "
+                'e.g. {"order": 1000}'
+            ) from None
     try:
         return ComponentConfig(
             **fields,
             metadata=metadata,
             key_prefix=None if prefix is None else str(prefix),
+            bigger_than=bigger_than,
             source=source,
         )
     except ValidationError as err:

@@ -35,6 +35,8 @@ from layotto.plugin.errors import (
     Unsupported,
 )
 from layotto.plugin.hookspecs import hookimpl, hookspec
+from layotto.plugin.lock import LockStatus, LockStore
+from layotto.plugin.sequencer import Segment, SequencerStore
 from layotto.plugin.state import (
     TTL_EXPIRE_METADATA,
     TTL_METADATA,
@@ -77,6 +79,10 @@ __all__ = [
     "InvalidArgument",
     "Kind",
     "LayottoError",
+    "LockStatus",
+    "LockStore",
+    "Segment",
+    "SequencerStore",
     "SetRequest",
     "StateStore",
     "TransactionOperation",
