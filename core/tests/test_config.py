@@ -256,7 +256,8 @@ def test_layotto_grpc_config_in_every_shape(tmp_path: Path, shape: str) -> None:
         "address": ["127.0.0.1:2379"],
         "timeout": "10",
     }
-    assert components["sequencer_demo"].metadata == {"biggerThan": {"key1": 10}}
+    assert components["sequencer_demo"].metadata == {}
+    assert components["sequencer_demo"].bigger_than == {"key1": 10}
     assert all(c.source == str(path) for c in config.components)
 
 
