@@ -1,0 +1,342 @@
+"""The runner: one sidecar, load-generator processes, every scenario x concurrency x mode.
+
+``run_benchmark(BenchOptions(...))`` returns the result document (what the JSON file holds);
+``bench.report`` renders it as markdown and writes the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+
+from bench.loadgen import LoadGenError, LoadGenPool, LoadResult, Window, sleep_until_ns
+from bench.scenario import MODES, ScenarioType, load_scenarios
+from bench.sidecar import Sidecar, SidecarError
+from bench.stats import summarize
+
+DEFAULT_SCENARIOS: tuple[str, ...] = ("state_get", "state_save")
+DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 16, 64)
+SCHEMA_VERSION = 1
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class BenchOptions:
+    scenarios: list[str] = field(default_factory=lambda: list(DEFAULT_SCENARIOS))
+    concurrency: list[int] = field(default_factory=lambda: list(DEFAULT_CONCURRENCY))
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    processes: int = 1
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    #: The load generators' event loop: "uvloop", "asyncio" or "auto" (uvloop when installed).
+    loop: str = "auto"
+    #: False sets LAYOTTO_NO_UVLOOP=1 for the sidecar (it uses uvloop when installed otherwise).
+    sidecar_uvloop: bool = True
+    workers_per_channel: int = 16
+
+    def validate(self) -> None:
+        if not self.scenarios:
+            raise ValueError("no scenarios selected")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError("concurrency levels must be >= 1")
+        if self.duration_s <= 0 or self.warmup_s < 0:
+            raise ValueError("duration must be > 0 and warm-up >= 0")
+        if self.processes < 1:
+            raise ValueError("processes must be >= 1")
+        if self.workers_per_channel < 1:
+            raise ValueError("workers per channel must be >= 1")
+        unknown_modes = set(self.modes) - set(MODES)
+        if not self.modes or unknown_modes:
+            raise ValueError(f"modes must be among {', '.join(MODES)}")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError("loop must be auto, uvloop or asyncio")
+        if self.loop == "uvloop" and not uvloop_available():
+            raise ValueError("uvloop is not installed")
+
+    def resolved_loop(self) -> str:
+        if self.loop == "auto":
+            return "uvloop" if uvloop_available() else "asyncio"
+        return self.loop
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev
+
+
+def _layotto_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("layotto")
+    except Exception:
+        return None
+
+
+def _meta(options: BenchOptions, started: datetime.datetime) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "started_at": started.isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "layotto": _layotto_version(),
+        "git": _git_revision(),
+        "loadgen_loop": options.resolved_loop(),
+        "sidecar_uvloop": options.sidecar_uvloop and uvloop_available(),
+        "options": asdict(options),
+    }
+
+
+class _WindowSampler:
+    """Samples the sidecar's (and the load generators') CPU at the measured window's edges."""
+
+    def __init__(self, sidecar: Sidecar, loadgen_pids: list[int]) -> None:
+        self.sidecar = sidecar
+        self.loadgens = [psutil.Process(pid) for pid in loadgen_pids]
+        self.sidecar_cpu_s = 0.0
+        self.loadgen_cpu_s = 0.0
+        self.other_cpu_s = 0.0
+        self.peak_rss = 0
+        self.rss_after = 0
+
+    def _loadgen_cpu(self) -> float:
+        total = 0.0
+        for proc in self.loadgens:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    @staticmethod
+    def _machine_busy() -> float:
+        """CPU seconds the whole machine spent busy (all cores, all processes)."""
+        times = psutil.cpu_times()
+        # Linux counts guest time inside user time already; idle/iowait are not busy.
+        not_busy = ("idle", "iowait", "guest", "guest_nice")
+        return float(sum(times) - sum(getattr(times, name, 0.0) for name in not_busy))
+
+    def __call__(self, window: Window) -> None:
+        sleep_until_ns(window.start_ns)
+        self.sidecar.reset_window_peak()
+        sidecar_before, loadgen_before = self.sidecar.cpu_seconds(), self._loadgen_cpu()
+        busy_before = self._machine_busy()
+        sleep_until_ns(window.end_ns)
+        sidecar_after, loadgen_after = self.sidecar.cpu_seconds(), self._loadgen_cpu()
+        busy_after = self._machine_busy()
+        self.sidecar_cpu_s = sidecar_after - sidecar_before
+        self.loadgen_cpu_s = loadgen_after - loadgen_before
+        # Everything else on the machine (the harness, other jobs): a noisy-neighbour gauge.
+        busy = busy_after - busy_before
+        self.other_cpu_s = max(0.0, busy - self.sidecar_cpu_s - self.loadgen_cpu_s)
+        self.rss_after = self.sidecar.rss()
+        self.peak_rss = max(self.sidecar.window_peak_rss, self.rss_after)
+
+
+def _run_row(
+    scenario: str,
+    mode: str,
+    concurrency: int,
+    options: BenchOptions,
+    results: list[LoadResult],
+    sampler: _WindowSampler,
+) -> dict[str, Any]:
+    summary = summarize((r.latencies_ns for r in results), options.duration_s)
+    errors = sum(r.errors for r in results)
+    first_error = next((r.first_error for r in results if r.first_error), None)
+    calls: int = summary["calls"]
+    per_1k = sampler.sidecar_cpu_s / calls * 1000 if calls and mode == "sidecar" else None
+    return {
+        "scenario": scenario,
+        "mode": mode,
+        "concurrency": concurrency,
+        "loadgen_processes": len(results),
+        "duration_s": options.duration_s,
+        **summary,
+        "errors": errors,
+        "first_error": first_error,
+        "sidecar_cpu_s": round(sampler.sidecar_cpu_s, 4),
+        "sidecar_cpu_utilization": round(sampler.sidecar_cpu_s / options.duration_s, 4),
+        "sidecar_cpu_ms_per_1k_calls": None if per_1k is None else round(per_1k * 1000, 4),
+        "loadgen_cpu_s": round(sampler.loadgen_cpu_s, 4),
+        "other_cpu_s": round(sampler.other_cpu_s, 4),
+        "sidecar_peak_rss_bytes": sampler.peak_rss,
+        "sidecar_rss_after_bytes": sampler.rss_after,
+    }
+
+
+def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sidecar vs direct for every (scenario, concurrency) measured both ways."""
+    by_key = {(r["scenario"], r["concurrency"], r["mode"]): r for r in runs}
+    out: list[dict[str, Any]] = []
+    for (scenario, concurrency, mode), sidecar in by_key.items():
+        direct = by_key.get((scenario, concurrency, "direct"))
+        if mode != "sidecar" or direct is None:
+            continue
+        row: dict[str, Any] = {"scenario": scenario, "concurrency": concurrency}
+        s_lat, d_lat = sidecar["latency_us"], direct["latency_us"]
+        for p in ("p50", "p90", "p99"):
+            added = None if not (s_lat and d_lat) else round(s_lat[p] - d_lat[p], 3)
+            row[f"added_{p}_us"] = added
+        s_thr, d_thr = sidecar["throughput_per_s"], direct["throughput_per_s"]
+        row["throughput_ratio"] = round(s_thr / d_thr, 6) if d_thr else None
+        out.append(row)
+    return out
+
+
+def _group_by_sidecar(
+    scenarios: Mapping[str, ScenarioType], names: list[str]
+) -> list[tuple[Mapping[str, Any] | None, list[str]]]:
+    groups: dict[str, tuple[Mapping[str, Any] | None, list[str]]] = {}
+    for name in names:
+        config = scenarios[name].sidecar_config
+        key = json.dumps(config, sort_keys=True, default=str)
+        groups.setdefault(key, (config, []))[1].append(name)
+    return list(groups.values())
+
+
+def run_benchmark(
+    options: BenchOptions, progress: Callable[[str], None] | None = _stderr
+) -> dict[str, Any]:
+    """Run every selected scenario x concurrency x mode; return the result document."""
+    options.validate()
+    say = progress or (lambda _message: None)
+    registry = load_scenarios()
+    unknown = [name for name in options.scenarios if name not in registry]
+    if unknown:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"unknown scenario(s): {', '.join(unknown)} (known: {known})")
+
+    started = datetime.datetime.now(datetime.UTC)
+    document: dict[str, Any] = {
+        "meta": _meta(options, started),
+        "sidecars": [],
+        "skipped": [],
+        "runs": [],
+        "comparisons": [],
+    }
+    runnable: list[str] = []
+    for name in options.scenarios:
+        reason = registry[name]().skip_reason()
+        if reason:
+            say(f"skip {name}: {reason}")
+            document["skipped"].append({"scenario": name, "reason": reason})
+        else:
+            runnable.append(name)
+
+    env = {} if options.sidecar_uvloop else {"LAYOTTO_NO_UVLOOP": "1"}
+    with LoadGenPool(options.processes, options.resolved_loop()) as pool:
+        for config, names in _group_by_sidecar(registry, runnable):
+            sidecar = Sidecar(config=config, env=env, check_exit=False)
+            with sidecar:
+                say(
+                    f"sidecar pid {sidecar.pid} ready in {sidecar.startup_s:.2f} s "
+                    f"(gRPC :{sidecar.grpc_port}, idle RSS {sidecar.idle_rss / 2**20:.1f} MiB)"
+                )
+                for name in names:
+                    for concurrency in options.concurrency:
+                        for mode in options.modes:
+                            sampler = _WindowSampler(sidecar, pool.pids)
+                            try:
+                                results = pool.run(
+                                    scenario=name,
+                                    mode=mode,
+                                    concurrency=concurrency,
+                                    warmup_s=options.warmup_s,
+                                    duration_s=options.duration_s,
+                                    grpc_port=sidecar.grpc_port,
+                                    workers_per_channel=options.workers_per_channel,
+                                    on_window=sampler,
+                                )
+                            except (psutil.NoSuchProcess, LoadGenError) as err:
+                                if sidecar.alive():
+                                    raise
+                                sidecar.stop()
+                                raise SidecarError(
+                                    f"the sidecar died during {name} c={concurrency} {mode} "
+                                    f"(exit code {sidecar.exit_code}):\n{sidecar.log_tail(30)}"
+                                ) from err
+                            row = _run_row(name, mode, concurrency, options, results, sampler)
+                            document["runs"].append(row)
+                            say(_progress_line(row))
+            summary = sidecar.summary()
+            summary["scenarios"] = names
+            document["sidecars"].append(summary)
+            if sidecar.exit_code != 0:
+                say(
+                    f"WARNING: sidecar exited {sidecar.exit_code} after SIGTERM "
+                    f"(expected 0); last log lines:\n{sidecar.log_tail(5)}"
+                )
+    document["comparisons"] = compare(document["runs"])
+    finished = datetime.datetime.now(datetime.UTC)
+    document["meta"]["elapsed_s"] = round((finished - started).total_seconds(), 2)
+    return document
+
+
+def _progress_line(row: Mapping[str, Any]) -> str:
+    lat = row["latency_us"] or {}
+    p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
+    errors = f", {row['errors']} errors" if row["errors"] else ""
+    return (
+        f"{row['scenario']:<12} c={row['concurrency']:<3} {row['mode']:<7} "
+        f"{row['throughput_per_s']:>9.0f}/s  p50 {p50:>8.1f} us  p99 {p99:>8.1f} us  "
+        f"sidecar CPU {row['sidecar_cpu_s']:.2f} s{errors}"
+    )
+
+
+def problems(document: Mapping[str, Any]) -> list[str]:
+    """What makes a result untrustworthy: failed calls, a sidecar that did not exit 0."""
+    out: list[str] = []
+    for row in document["runs"]:
+        if row["errors"]:
+            out.append(
+                f"{row['scenario']} c={row['concurrency']} {row['mode']}: {row['errors']} "
+                f"failed calls (first: {row['first_error']})"
+            )
+        if not row["calls"]:
+            out.append(f"{row['scenario']} c={row['concurrency']} {row['mode']}: no calls")
+    for sidecar in document["sidecars"]:
+        if sidecar["exit_code"] != 0:
+            out.append(f"sidecar pid {sidecar['pid']} exited {sidecar['exit_code']} on SIGTERM")
+    return out

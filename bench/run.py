@@ -1,0 +1,140 @@
+"""Command line: `uv run python -m bench [options]` or `uv run python bench/run.py [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `import bench` work
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_SCENARIOS,
+    BenchOptions,
+    problems,
+    run_benchmark,
+)
+from bench.loadgen import LoadGenError
+from bench.report import RESULTS_DIR, render_markdown, write_results
+from bench.scenario import MODES, load_scenarios
+from bench.sidecar import SidecarError
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(part) for part in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,16,64, got {value!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the sidecar against the direct component call, in one run.",
+    )
+    p.add_argument(
+        "--scenarios",
+        type=_csv,
+        default=list(DEFAULT_SCENARIOS),
+        help=f"comma-separated scenario names [{','.join(DEFAULT_SCENARIOS)}]; see --list",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_ints,
+        default=list(DEFAULT_CONCURRENCY),
+        help=f"comma-separated concurrency levels [{','.join(map(str, DEFAULT_CONCURRENCY))}]",
+    )
+    p.add_argument("--duration", type=float, default=None, help="measured seconds per run [5]")
+    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run [1]")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 s measured after 0.5 s warm-up"
+    )
+    p.add_argument(
+        "--processes", type=int, default=1, help="load-generator processes (workers split) [1]"
+    )
+    p.add_argument(
+        "--modes", type=_csv, default=list(MODES), help=f"subset of {','.join(MODES)} [both]"
+    )
+    p.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="load generators' event loop [auto: uvloop when installed]",
+    )
+    p.add_argument(
+        "--sidecar-no-uvloop",
+        action="store_true",
+        help="run the sidecar on the plain asyncio loop (LAYOTTO_NO_UVLOOP=1)",
+    )
+    p.add_argument(
+        "--workers-per-channel",
+        type=int,
+        default=16,
+        help="workers sharing one gRPC channel (HTTP/2 connection) [16]",
+    )
+    p.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help=f"where results go [{RESULTS_DIR}]"
+    )
+    p.add_argument("--no-write", action="store_true", help="print only, write no files")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--render", type=Path, metavar="JSON", help="print a result file as markdown")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        for name, cls in sorted(load_scenarios().items()):
+            print(f"{name:<20} {cls.description}")
+        return 0
+    if args.render:
+        print(render_markdown(json.loads(args.render.read_text(encoding="utf-8"))), end="")
+        return 0
+
+    duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    options = BenchOptions(
+        scenarios=args.scenarios,
+        concurrency=args.concurrency,
+        duration_s=duration,
+        warmup_s=warmup,
+        processes=args.processes,
+        modes=args.modes,
+        loop=args.loop,
+        sidecar_uvloop=not args.sidecar_no_uvloop,
+        workers_per_channel=args.workers_per_channel,
+    )
+    try:
+        options.validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    try:
+        document = run_benchmark(options)
+    except (ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (SidecarError, LoadGenError) as err:
+        print(f"benchmark failed: {err}", file=sys.stderr)
+        return 1
+
+    print(render_markdown(document), end="")
+    if not args.no_write:
+        path = write_results(document, args.output_dir)
+        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, latest.json, latest.md)")
+    issues = problems(document)
+    for issue in issues:
+        print(f"PROBLEM: {issue}", file=sys.stderr)
+    return 1 if issues else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
