@@ -128,18 +128,18 @@ def test_the_builtin_plugin_is_found_through_its_entry_point() -> None:
 def test_fake_plugins_are_loaded_with_their_distribution(
     make_plugin: Callable[..., FakeEntryPoint],
 ) -> None:
-    redis = make_plugin("layotto-redis", provides(("state", "redis"), ("lock", "redis")))
-    kafka = make_plugin("layotto-kafka", provides(("pubsub", "kafka")), version="0.9.0")
-    catalog = load_catalog([*real_entry_points(), kafka, redis])  # type: ignore[list-item]
+    fakedb = make_plugin("layotto-fakedb", provides(("state", "fakedb"), ("lock", "fakedb")))
+    fakemq = make_plugin("layotto-fakemq", provides(("pubsub", "fakemq")), version="0.9.0")
+    catalog = load_catalog([*real_entry_points(), fakemq, fakedb])  # type: ignore[list-item]
     names = [p.name for p in catalog.plugins]
     assert names[0] == "builtin"  # built-ins load first
-    assert set(names) >= {"builtin", "redis", "kafka"}
+    assert set(names) >= {"builtin", "fakedb", "fakemq"}
     info = {p.name: p for p in catalog.plugins}
-    assert (info["kafka"].distribution, info["kafka"].version) == ("layotto-kafka", "0.9.0")
-    assert [s.qualified_type for s in info["redis"].specs] == ["state.redis", "lock.redis"]
+    assert (info["fakemq"].distribution, info["fakemq"].version) == ("layotto-fakemq", "0.9.0")
+    assert [s.qualified_type for s in info["fakedb"].specs] == ["state.fakedb", "lock.fakedb"]
     assert catalog.types_of(Kind.STATE) == sorted(t for k, t in catalog.specs if k is Kind.STATE)
-    assert {"in-memory", "redis"} <= set(catalog.types_of(Kind.STATE))
-    assert catalog.types_of(Kind.PUBSUB) == ["kafka"]
+    assert {"in-memory", "fakedb"} <= set(catalog.types_of(Kind.STATE))
+    assert "fakemq" in catalog.types_of(Kind.PUBSUB)
 
 
 def test_a_plugin_without_hooks_provides_nothing(
@@ -462,3 +462,14 @@ async def test_registry_close_survives_failures_and_cancellation() -> None:
         scope.cancel()
         await registry.close()  # shielded: still closes everything
     assert sorted(journal) == ["close a", "close b"]
+
+
+def test_two_plugins_with_one_name_name_both_distributions(
+    make_plugin: Callable[..., FakeEntryPoint],
+) -> None:
+    first = make_plugin("layotto-one", provides(("state", "one")), name="same")
+    second = make_plugin("layotto-two", provides(("state", "two")), name="same")
+    with pytest.raises(PluginError) as info:
+        load_catalog([first, second])  # type: ignore[list-item]
+    assert "layotto-one" in str(info.value)
+    assert "layotto-two" in str(info.value)

@@ -68,9 +68,16 @@ def load_catalog(entry_points: Iterable[importlib.metadata.EntryPoint] | None = 
     manager = pluggy.PluginManager(_hookspecs.PROJECT_NAME)
     manager.add_hookspecs(_hookspecs)
     catalog = Catalog()
+    loaded: dict[str, str] = {}  # plugin name -> "distribution version"
     for ep in sorted(entry_points if entry_points is not None else _entry_points(), key=_order):
         dist = ep.dist.name if ep.dist else "<unknown distribution>"
         version = ep.dist.version if ep.dist else "?"
+        if ep.name in loaded:
+            raise PluginError(
+                f"two plugins are named {ep.name!r}: from {loaded[ep.name]} and from "
+                f"{dist} {version}; uninstall one of them"
+            )
+        loaded[ep.name] = f"{dist} {version}"
         try:
             plugin: Any = ep.load()
             manager.register(plugin, name=ep.name)

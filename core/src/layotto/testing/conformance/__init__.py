@@ -1,0 +1,31 @@
+"""Conformance kits for component authors (the checklist: conformance.md §1, §4, §5).
+
+Subclass a kit in a test module under a `Test*` name and provide the store fixture::
+
+    import pytest
+    from layotto.testing.conformance import StateStoreConformance
+
+    class TestRedisState(StateStoreConformance):
+        @pytest.fixture
+        async def state_store(self, redis_url):  # an initialised store; closed on teardown
+            store = RedisStateStore.create(
+                RedisStateMetadata(redisHost=...), ComponentContext("s", "app")
+            )
+            await store.init()
+            yield store
+            await store.close()
+
+- `StateStoreConformance`: fixture `state_store`; optional `state_store_bad_metadata`.
+- `LockStoreConformance`: fixture `lock_store`; optional `lock_store_factory`.
+- `SequencerStoreConformance`: fixture `sequencer_store`; optional `sequencer_store_factory`.
+
+The kits are not collected themselves (their names do not start with `Test`). Every test runs
+under anyio on asyncio; override the `anyio_backend` fixture in the subclass to run on trio too.
+See each module and `layotto/testing/README.md` for the details.
+"""
+
+from layotto.testing.conformance.lock import LockStoreConformance
+from layotto.testing.conformance.sequencer import SequencerStoreConformance
+from layotto.testing.conformance.state import StateStoreConformance
+
+__all__ = ["LockStoreConformance", "SequencerStoreConformance", "StateStoreConformance"]
