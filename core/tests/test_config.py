@@ -64,10 +64,13 @@ def test_no_sources_gives_the_embedded_default() -> None:
     )
     assert (DEFAULT_HOST, DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT) == ("127.0.0.1", 34904, 34999)
     assert config.app == AppConfig()
-    state = [c for c in config.components if c.kind is Kind.STATE]
-    assert [(c.name, c.type, c.source) for c in state] == [
-        ("statestore", "in-memory", DEFAULT_SOURCE)
-    ]
+    built = [(c.kind, c.name, c.type, c.source) for c in config.components]
+    for kind, name in [
+        (Kind.STATE, "statestore"),
+        (Kind.LOCK, "lockstore"),
+        (Kind.SEQUENCER, "sequencer"),
+    ]:
+        assert (kind, name, "in-memory", DEFAULT_SOURCE) in built
     # Every default component is in-memory and has a unique (kind, name).
     assert all(c.type == "in-memory" for c in config.components)
     assert len({(c.kind, c.name) for c in config.components}) == len(config.components)

@@ -433,7 +433,7 @@ def test_parse_ttl() -> None:
     assert parse_ttl({}) is None
     assert parse_ttl({TTL_METADATA: ""}) is None
     assert parse_ttl({TTL_METADATA: "-1"}) is None
-    assert parse_ttl({TTL_METADATA: "0"}) == 0
+    assert parse_ttl({TTL_METADATA: "0"}) is None  # no expiry, as in Dapr
     assert parse_ttl({TTL_METADATA: "3600"}) == 3600
     for bad in ("foo", "1.5", "-2"):
         with pytest.raises(InvalidArgument, match=TTL_METADATA):

@@ -114,10 +114,10 @@ class RuntimeConfig(_Model):
 
 
 def embedded_default_components() -> tuple[ComponentConfig, ...]:
-    return (
-        ComponentConfig(
-            name=DEFAULT_COMPONENT_NAMES[Kind.STATE], kind=Kind.STATE, type="in-memory"
-        ),
+    kinds = (Kind.STATE, Kind.LOCK, Kind.SEQUENCER)  # the blocks with an in-memory component
+    return tuple(
+        ComponentConfig(name=DEFAULT_COMPONENT_NAMES[kind], kind=kind, type="in-memory")
+        for kind in kinds
     )
 
 

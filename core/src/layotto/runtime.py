@@ -1,9 +1,11 @@
 """serve(): the root task group. Start order, readiness, graceful shutdown.
 
-Startup: components built and started (fail fast) -> actors started one by one with
-`tg.start` -> `runtime_startup` UP. Shutdown (first SIGTERM/SIGINT, or `shutdown.set()`):
-readiness DOWN -> new calls refused (UNAVAILABLE) -> in-flight calls drain within the grace
-period -> actors stop -> components close (shielded, bounded). A second signal exits at once.
+Startup: components built and started (fail fast) -> sequencer `biggerThan` applied (fail
+fast) -> actors started one by one with `tg.start` -> `runtime_startup` UP. Shutdown (first
+SIGTERM/SIGINT, or `shutdown.set()`): readiness DOWN -> new calls refused (UNAVAILABLE) ->
+in-flight calls drain within the grace period -> actors stop -> background work (sequencer
+segment loads) is cancelled -> components close (shielded, bounded). A second signal exits at
+once.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
 from layotto.actors.supervisor import Supervisor
 from layotto.api.gate import CallGate
-from layotto.api.grpc_services import build_grpc_services
+from layotto.api.grpc_services import ApiServices, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
 from layotto.components import ComponentRegistry, build
 from layotto.config import RuntimeConfig
 from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
 from layotto.plugins import Catalog
+from layotto.services.lock import LockService
+from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 from layotto.version import runtime_version
 
@@ -107,57 +111,70 @@ class Runtime:
         try:
             await self.components.start(built)
             gate = CallGate()
-            state = StateService(self.components, config.app.id)
-            grpc = build_grpc_services(state, gate, config.server.api_token)
-            self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
-            api = ApiServer(
-                grpc.handlers,
-                config.server.host,
-                config.server.grpc_port,
+            sequencer = SequencerService(self.components, config.app.id)
+            services = ApiServices(
+                StateService(self.components, config.app.id),
+                LockService(self.components, config.app.id),
+                sequencer,
             )
-            http = HttpServer(
-                build_http_app(
-                    HttpContext(
-                        self.health,
-                        config.app.id,
-                        self.info,
-                        self.dapr_metadata,
-                        config.server.api_token,
-                    )
-                ),
-                config.server.host,
-                config.server.http_port,
-            )
-            checker = HealthAggregator(self.health, self.components)
-            supervisor = Supervisor(self.health)
-            async with anyio.create_task_group() as tg:
-                # HTTP first, so probes answer (INIT) while the rest starts.
-                await tg.start(supervisor.run, [http, checker, api])
-                self.grpc_port, self.http_port = api.bound_port, http.bound_port
-                self.health.set(STARTUP, Health.up(), BOTH)
-                log.info(
-                    "layotto is ready",
-                    extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
-                )
-                task_status.started()
-                await self.shutdown.wait()
-                with anyio.CancelScope(shield=True):
-                    self.health.set(
-                        STARTUP, Health(HealthStatus.DOWN, {"reason": "shutdown"}), BOTH
-                    )
-                    grace = config.server.grace_period
-                    drained = await gate.drain(grace)
-                    if not drained:
-                        log.warning(
-                            "%d call(s) still running after the %.1f s grace period",
-                            gate.in_flight,
-                            grace,
-                        )
-                    await supervisor.stop()
-                tg.cancel_scope.cancel()
+            # The sequencer's background segment loads live in a task group of their own that
+            # outlives the API: it closes after the drain, before the components do.
+            async with sequencer.running():
+                await self._serve_api(services, gate, task_status)
         finally:
             await self.components.close()
         log.info("layotto stopped")
+
+    async def _serve_api(
+        self, services: ApiServices, gate: CallGate, task_status: TaskStatus[None]
+    ) -> None:
+        """Actors up, readiness UP, then wait for shutdown: readiness DOWN, drain, stop."""
+        config = self.config
+        grpc = build_grpc_services(services, gate, config.server.api_token)
+        self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
+        api = ApiServer(
+            grpc.handlers,
+            config.server.host,
+            config.server.grpc_port,
+        )
+        http = HttpServer(
+            build_http_app(
+                HttpContext(
+                    self.health,
+                    config.app.id,
+                    self.info,
+                    self.dapr_metadata,
+                    config.server.api_token,
+                )
+            ),
+            config.server.host,
+            config.server.http_port,
+        )
+        checker = HealthAggregator(self.health, self.components)
+        supervisor = Supervisor(self.health)
+        async with anyio.create_task_group() as tg:
+            # HTTP first, so probes answer (INIT) while the rest starts.
+            await tg.start(supervisor.run, [http, checker, api])
+            self.grpc_port, self.http_port = api.bound_port, http.bound_port
+            self.health.set(STARTUP, Health.up(), BOTH)
+            log.info(
+                "layotto is ready",
+                extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
+            )
+            task_status.started()
+            await self.shutdown.wait()
+            with anyio.CancelScope(shield=True):
+                self.health.set(STARTUP, Health(HealthStatus.DOWN, {"reason": "shutdown"}), BOTH)
+                grace = config.server.grace_period
+                drained = await gate.drain(grace)
+                if not drained:
+                    log.warning(
+                        "%d call(s) still running after the %.1f s grace period",
+                        gate.in_flight,
+                        grace,
+                    )
+                await supervisor.stop()
+            tg.cancel_scope.cancel()
 
 
 async def run_until_signalled(runtime: Runtime) -> None:

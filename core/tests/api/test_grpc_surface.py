@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 RUNTIME = "spec.proto.runtime.v1.Runtime"
 
 # The 26 RPCs of spec.proto.runtime.v1.Runtime -> (building block named when unimplemented,
-# streaming shape as (client streams, server streams)). State RPCs are implemented (None).
+# streaming shape as (client streams, server streams)). Implemented RPCs have None.
 RUNTIME_RPCS: dict[str, tuple[str | None, tuple[bool, bool]]] = {
     "SayHello": ("Hello API", (False, False)),
     "InvokeService": ("RPC API", (False, False)),
@@ -34,10 +34,10 @@ RUNTIME_RPCS: dict[str, tuple[str | None, tuple[bool, bool]]] = {
     "SaveConfiguration": ("Configuration API", (False, False)),
     "DeleteConfiguration": ("Configuration API", (False, False)),
     "SubscribeConfiguration": ("Configuration API", (True, True)),
-    "TryLock": ("Lock API", (False, False)),
-    "Unlock": ("Lock API", (False, False)),
-    "LockKeepAlive": ("Lock API", (False, False)),
-    "GetNextId": ("Sequencer API", (False, False)),
+    "TryLock": (None, (False, False)),
+    "Unlock": (None, (False, False)),
+    "LockKeepAlive": (None, (False, False)),
+    "GetNextId": (None, (False, False)),
     "GetState": (None, (False, False)),
     "GetBulkState": (None, (False, False)),
     "SaveState": (None, (False, False)),
@@ -56,7 +56,23 @@ RUNTIME_RPCS: dict[str, tuple[str | None, tuple[bool, bool]]] = {
     "GetBulkSecret": ("Secrets API", (False, False)),
 }
 NOT_YET = [name for name, (block, _) in RUNTIME_RPCS.items() if block is not None]
-STATE_RPCS = [name for name, (block, _) in RUNTIME_RPCS.items() if block is None]
+SERVED = [name for name, (block, _) in RUNTIME_RPCS.items() if block is None]
+# The field a default (empty) request of each served RPC is rejected for.
+FIRST_CHECKED_FIELD = {
+    **dict.fromkeys(
+        [
+            "GetState",
+            "GetBulkState",
+            "SaveState",
+            "DeleteState",
+            "DeleteBulkState",
+            "ExecuteStateTransaction",
+        ],
+        "store_name",
+    ),
+    **dict.fromkeys(["TryLock", "Unlock", "LockKeepAlive"], "resource_id"),
+    "GetNextId": "key",
+}
 
 # Extension services (and Lifecycle) -> (RPCs, the API named in UNIMPLEMENTED answers).
 OSS_RPCS = [
@@ -84,7 +100,8 @@ EXTENSION_PATHS = [f"/{svc}/{m}" for svc, (methods, _) in EXTENSIONS.items() for
 
 def test_the_table_covers_26_runtime_rpcs() -> None:
     assert len(RUNTIME_RPCS) == 26
-    assert len(NOT_YET) == 20
+    assert len(NOT_YET) == 16
+    assert set(SERVED) == set(FIRST_CHECKED_FIELD)
 
 
 # -- Runtime RPCs --------------------------------------------------------------------------
@@ -105,13 +122,14 @@ async def test_unbuilt_runtime_rpc_is_unimplemented_naming_its_block(
     assert block in message
 
 
-@pytest.mark.parametrize("method", STATE_RPCS)
-async def test_state_rpc_is_served(channel: Channel, rpc: Any, method: str) -> None:
-    """A default request has no store name: the State API itself answers, not UNIMPLEMENTED."""
+@pytest.mark.parametrize("method", SERVED)
+async def test_served_rpc_validates_its_request(channel: Channel, rpc: Any, method: str) -> None:
+    """A default request lacks required fields: the building block itself answers, not
+    UNIMPLEMENTED."""
     with pytest.raises(GRPCError) as info:
         await rpc(channel, f"/{RUNTIME}/{method}")
     assert info.value.status is Status.INVALID_ARGUMENT
-    assert "store_name" in (info.value.message or "")
+    assert FIRST_CHECKED_FIELD[method] in (info.value.message or "")
 
 
 async def test_unknown_method_is_unimplemented(sidecar: Any) -> None:

@@ -169,7 +169,9 @@ async def test_metadata_has_the_dapr_shape(http: httpx.AsyncClient) -> None:
             "type": "state.in-memory",
             "version": "v1",
             "capabilities": ["ETAG", "TRANSACTIONAL", "TTL"],
-        }
+        },
+        {"name": "lockstore", "type": "lock.in-memory", "version": "v1"},
+        {"name": "sequencer", "type": "sequencer.in-memory", "version": "v1"},
     ]
     actors = body["actorRuntime"]
     assert isinstance(actors["runtimeStatus"], str)

@@ -12,6 +12,8 @@ from layotto.api.grpc_health import HealthService
 from layotto.api.grpc_reflection import DescriptorIndex, ReflectionV1, ReflectionV1Alpha
 from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
+from layotto.services.lock import LockService
+from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
 # Services answered for, whose building blocks are not built yet: (full name, what to call it).
@@ -44,15 +46,26 @@ def _describe(service_name: str) -> Callable[[str], str]:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiServices:
+    """The building blocks the API edges call."""
+
+    state: StateService
+    lock: LockService
+    sequencer: SequencerService
+
+
+@dataclass(frozen=True, slots=True)
 class GrpcServices:
     handlers: list[Any]  # what grpclib's Server takes
     health: HealthService
 
 
-def build_grpc_services(state: StateService, gate: CallGate, api_token: str | None) -> GrpcServices:
+def build_grpc_services(
+    services: ApiServices, gate: CallGate, api_token: str | None
+) -> GrpcServices:
     guard = CallGuard(gate, api_token)
     api: list[tuple[Any, str]] = [
-        (LayottoRuntime(state), "Runtime"),
+        (LayottoRuntime(services.state, services.lock, services.sequencer), "Runtime"),
         *((UnimplementedService(full), name) for full, name in PLANNED_SERVICES),
     ]
     api_names = [_service_name(svc) for svc, _ in api]

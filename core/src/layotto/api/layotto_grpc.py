@@ -7,7 +7,16 @@ from collections.abc import Mapping
 from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.errors import InvalidArgument, Unsupported
-from layotto.plugin import Concurrency, Consistency, DeleteRequest, SetRequest, TransactionOperation
+from layotto.plugin import (
+    Concurrency,
+    Consistency,
+    DeleteRequest,
+    LockStatus,
+    SetRequest,
+    TransactionOperation,
+)
+from layotto.services.lock import LockService
+from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
 # Which building block each Runtime RPC belongs to; named in UNIMPLEMENTED answers.
@@ -46,6 +55,24 @@ _CONCURRENCY = {
 }
 _UPSERT, _DELETE = "upsert", "delete"
 
+_UNLOCK_STATUS = {
+    LockStatus.SUCCESS: pb.UnlockResponseStatus.SUCCESS,
+    LockStatus.LOCK_UNEXIST: pb.UnlockResponseStatus.LOCK_UNEXIST,
+    LockStatus.LOCK_BELONG_TO_OTHERS: pb.UnlockResponseStatus.LOCK_BELONG_TO_OTHERS,
+    LockStatus.INTERNAL_ERROR: pb.UnlockResponseStatus.INTERNAL_ERROR,
+}
+_KEEP_ALIVE_STATUS = {
+    LockStatus.SUCCESS: pb.LockKeepAliveResponseStatus.SUCCESS,
+    LockStatus.LOCK_UNEXIST: pb.LockKeepAliveResponseStatus.LOCK_UNEXIST,
+    LockStatus.LOCK_BELONG_TO_OTHERS: pb.LockKeepAliveResponseStatus.LOCK_BELONG_TO_OTHERS,
+    LockStatus.INTERNAL_ERROR: pb.LockKeepAliveResponseStatus.INTERNAL_ERROR,
+}
+# WEAK is the default: no `options` at all means WEAK too (layotto-semantics 8).
+_STRONG = {
+    pb.SequencerOptionsAutoIncrement.WEAK: False,
+    pb.SequencerOptionsAutoIncrement.STRONG: True,
+}
+
 
 def _consistency(value: pb.StateOptionsStateConsistency, field: str) -> Consistency:
     try:
@@ -75,6 +102,17 @@ def _options(options: pb.StateOptions | None) -> tuple[Concurrency, Consistency]
     )
 
 
+def _strong(options: pb.SequencerOptions | None) -> bool:
+    if options is None:
+        return False
+    try:
+        return _STRONG[options.increment]
+    except KeyError:
+        raise InvalidArgument(
+            f"field 'options.increment' has an unknown value {int(options.increment)}"
+        ) from None
+
+
 def _set_request(item: pb.StateItem) -> SetRequest:
     concurrency, consistency = _options(item.options)
     return SetRequest(
@@ -89,10 +127,17 @@ def _delete_request(item: pb.StateItem) -> DeleteRequest:
 
 class LayottoRuntime(pb.RuntimeBase):
     """Building blocks not built yet keep the generated UNIMPLEMENTED answer; the call guard
-    names the building block in the message."""
+    names the building block in the message.
 
-    def __init__(self, state: StateService) -> None:
+    Unlock and LockKeepAlive: when the lock store fails, the answer is the error status alone
+    (e.g. INTERNAL, UNAVAILABLE), not a response with `INTERNAL_ERROR` beside it as upstream
+    sends: gRPC carries one or the other, and the error status says more.
+    """
+
+    def __init__(self, state: StateService, lock: LockService, sequencer: SequencerService) -> None:
         self._state = state
+        self._lock = lock
+        self._sequencer = sequencer
 
     async def get_state(self, message: pb.GetStateRequest) -> pb.GetStateResponse:
         found = await self._state.get(
@@ -165,3 +210,30 @@ class LayottoRuntime(pb.RuntimeBase):
             )
         await self._state.transact(message.store_name, operations, message.metadata)
         return Empty()
+
+    # -- lock ------------------------------------------------------------------------------
+
+    async def try_lock(self, message: pb.TryLockRequest) -> pb.TryLockResponse:
+        success = await self._lock.try_lock(
+            message.store_name, message.resource_id, message.lock_owner, message.expire
+        )
+        return pb.TryLockResponse(success=success)
+
+    async def unlock(self, message: pb.UnlockRequest) -> pb.UnlockResponse:
+        status = await self._lock.unlock(
+            message.store_name, message.resource_id, message.lock_owner
+        )
+        return pb.UnlockResponse(status=_UNLOCK_STATUS[status])
+
+    async def lock_keep_alive(self, message: pb.LockKeepAliveRequest) -> pb.LockKeepAliveResponse:
+        status = await self._lock.keep_alive(
+            message.store_name, message.resource_id, message.lock_owner, message.expire
+        )
+        return pb.LockKeepAliveResponse(status=_KEEP_ALIVE_STATUS[status])
+
+    # -- sequencer -------------------------------------------------------------------------
+
+    async def get_next_id(self, message: pb.GetNextIdRequest) -> pb.GetNextIdResponse:
+        strong = _strong(message.options)
+        next_id = await self._sequencer.get_next_id(message.store_name, message.key, strong=strong)
+        return pb.GetNextIdResponse(next_id=next_id)

@@ -43,7 +43,7 @@ class _Entry:
 
 
 def parse_ttl(metadata: Mapping[str, str]) -> int | None:
-    """`ttlInSeconds` as Dapr reads it: absent -> None, -1 -> persist, non-integer -> error."""
+    """`ttlInSeconds` as Dapr reads it: absent, 0 or -1 -> no expiry; non-integer -> error."""
     raw = metadata.get(TTL_METADATA)
     if raw is None or raw == "":
         return None
@@ -53,7 +53,8 @@ def parse_ttl(metadata: Mapping[str, str]) -> int | None:
         raise InvalidArgument(f"metadata.{TTL_METADATA} must be an integer, got {raw!r}") from None
     if ttl < -1:
         raise InvalidArgument(f"metadata.{TTL_METADATA} must be -1 or more, got {ttl}")
-    return None if ttl == -1 else ttl
+    # 0 means no expiry, as in Dapr's stores (and layotto-redis); -1 removes any TTL.
+    return None if ttl in (-1, 0) else ttl
 
 
 def rfc3339(epoch_seconds: float) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from layotto.builtin.memory_lock import InMemoryLockMetadata, InMemoryLockStore
+from layotto.builtin.memory_sequencer import InMemorySequencer, InMemorySequencerMetadata
 from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
 from layotto.plugin import ComponentSpec, Kind, hookimpl
 
@@ -13,5 +15,19 @@ def layotto_components() -> list[ComponentSpec]:
             InMemoryStateMetadata,
             InMemoryStateStore.create,
             description="process-local state with ETags, TTL and transactions",
+        ),
+        ComponentSpec(
+            Kind.LOCK,
+            "in-memory",
+            InMemoryLockMetadata,
+            InMemoryLockStore.create,
+            description="process-local leases with expiry",
+        ),
+        ComponentSpec(
+            Kind.SEQUENCER,
+            "in-memory",
+            InMemorySequencerMetadata,
+            InMemorySequencer.create,
+            description="process-local per-key counters, segments supported",
         ),
     ]

@@ -1,4 +1,9 @@
-"""Key-prefix strategies (layotto-semantics.md 2.3, dapr-compat.md 3.1)."""
+"""Key-prefix strategies (layotto-semantics.md 2.3, dapr-compat.md 3.1).
+
+State keys are `<prefix>||<key>` (`KeyPrefix`). Lock and sequencer keys also name their building
+block, so one backend can serve several blocks without collisions: `lock|||<prefix>||<id>`, or
+`lock|||<id>` without a prefix (`BlockKeys`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TypeVar
 from layotto.errors import InvalidArgument, LayottoError
 
 SEPARATOR = "||"
+BLOCK_SEPARATOR = "|||"
 
 E = TypeVar("E", bound=LayottoError)
 
@@ -34,13 +40,13 @@ class KeyPrefix:
             raise InvalidArgument(f"keyPrefix {chosen!r} must not contain {SEPARATOR!r}")
         return cls(chosen)
 
-    def apply(self, key: str) -> str:
+    def apply(self, key: str, *, field: str = "key", reason: str = "DAPR_STATE_ILLEGAL_KEY") -> str:
         if not key:
-            raise InvalidArgument("field 'key' must not be empty")
+            raise InvalidArgument(f"field {field!r} must not be empty")
         if SEPARATOR in key:
+            # A separator inside the key would let one namespace reach into another.
             raise InvalidArgument(
-                f"field 'key' {key!r} must not contain {SEPARATOR!r}",
-                reason="DAPR_STATE_ILLEGAL_KEY",
+                f"field {field!r} {key!r} must not contain {SEPARATOR!r}", reason=reason
             )
         return f"{self.prefix}{SEPARATOR}{key}" if self.prefix else key
 
@@ -55,3 +61,33 @@ class KeyPrefix:
         if self.prefix and stored_key.startswith(self.prefix + SEPARATOR):
             return stored_key[len(self.prefix) + len(SEPARATOR) :]
         return stored_key
+
+
+@dataclass(frozen=True, slots=True)
+class BlockKeys:
+    """Lock and sequencer keys: `<block>|||<prefix>||<key>`, or `<block>|||<key>` when the
+    strategy gives no prefix (`none`, or `appid` with an empty app id)."""
+
+    block: str  # "lock" or "sequencer"
+    prefix: KeyPrefix
+
+    @classmethod
+    def resolve(
+        cls, block: str, strategy: str | None, *, default: str, app_id: str, store_name: str
+    ) -> BlockKeys:
+        prefix = KeyPrefix.resolve(strategy, default=default, app_id=app_id, store_name=store_name)
+        return cls(block, prefix)
+
+    @property
+    def _head(self) -> str:
+        return f"{self.block}{BLOCK_SEPARATOR}"
+
+    def apply(self, key: str, *, field: str = "key") -> str:
+        return self._head + self.prefix.apply(key, field=field, reason="ERR_ILLEGAL_KEY")
+
+    def scrub(self, err: E) -> E:
+        """The error with stored keys in its message turned back into the caller's keys."""
+        full = self._head + (self.prefix.prefix + SEPARATOR if self.prefix.prefix else "")
+        err.message = err.message.replace(full, "")
+        err.args = (err.message,)
+        return err

@@ -11,8 +11,6 @@ import anyio
 
 from layotto.components import ComponentRegistry
 from layotto.errors import (
-    BackendTimeout,
-    ComponentError,
     InvalidArgument,
     LayottoError,
     NotConfigured,
@@ -31,6 +29,7 @@ from layotto.plugin import (
     StateStore,
     TransactionOperation,
 )
+from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _W = TypeVar("_W", bound=SetRequest | DeleteRequest)
 
-DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_BULK_PARALLELISM = 100
 
 
@@ -89,21 +87,12 @@ class StateService:
 
     async def _call(self, s: _Store, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            with anyio.fail_after(self._call_timeout):
-                return await call()
+            return await call_component(what, "the state store", s.keys, self._call_timeout, call)
         except BulkStateError as err:
             # Name the caller's keys, not the stored (prefixed) ones.
             raise BulkStateError(
                 {s.keys.strip(k): s.keys.scrub(e) for k, e in err.errors.items()}
             ) from None
-        except LayottoError as err:
-            raise s.keys.scrub(err) from None
-        except TimeoutError:
-            raise BackendTimeout(f"{what}: the state store did not answer in time") from None
-        except Exception as err:
-            # Foreign errors may carry hosts or credentials: log them, answer generically.
-            log.exception("%s failed", what)
-            raise ComponentError(f"{what}: the state store failed ({type(err).__name__})") from err
 
     def features(self, store_name: str) -> frozenset[Feature]:
         return self._resolve(store_name).store.features

@@ -1,0 +1,205 @@
+"""Connection settings shared by every Redis component, spelled as Dapr's `state.redis` metadata.
+
+Values arrive as strings from Dapr YAML; pydantic's lax mode coerces them ("true", "5"), and the
+durations accept Go's notation ("5s", "500ms", "1m30s") as well as a plain number of seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Annotated, Any
+
+from layotto.plugin import ComponentMetadata
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# A connection attempt never waits longer than this, whatever `dialTimeout` says: a sidecar
+# whose Redis is gone must notice within a second and answer UNAVAILABLE, not hang.
+MAX_CONNECT_TIMEOUT = 1.0
+RETRY_BACKOFF_BASE = 0.008  # go-redis' MinRetryBackoff
+
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Go duration string ("5s", "1m30s", "250ms"), or from a number of seconds
+    (an int, a float, or a string of one)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '5s', '500ms' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        else:
+            sign = -1.0 if text.startswith("-") else 1.0
+            body = text.lstrip("+-")
+            parts = list(_GO_PART.finditer(body))
+            if not body or "".join(p.group(0) for p in parts) != body:
+                raise ValueError(
+                    f"{value!r} is not a duration: use e.g. '5s', '500ms', '1m30s' "
+                    "or a number of seconds"
+                )
+            seconds = sign * sum(float(p.group(1)) * _GO_UNITS[p.group(2)] for p in parts)
+    else:
+        raise ValueError("expected a duration such as '5s', '500ms' or a number of seconds")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _default_pool_size() -> int:
+    # go-redis (and so Dapr): 10 connections per CPU.
+    return 10 * (os.cpu_count() or 1)
+
+
+class RedisSettings(ComponentMetadata):
+    """`redisHost` is required; everything else has Dapr's default."""
+
+    redis_host: str = Field(alias="redisHost", min_length=1)
+    redis_password: SecretStr = Field(default=SecretStr(""), alias="redisPassword")
+    redis_username: str = Field(default="", alias="redisUsername")
+    redis_db: int = Field(default=0, ge=0, validation_alias=AliasChoices("redisDB", "db"))
+    enable_tls: bool = Field(default=False, alias="enableTLS")
+    # Not a Dapr setting: Dapr skips certificate verification whenever TLS is on; here it is
+    # verified unless this is set.
+    insecure_skip_verify: bool = Field(default=False, alias="insecureSkipVerify")
+    dial_timeout: Duration = Field(default=5.0, gt=0, alias="dialTimeout")
+    read_timeout: Duration = Field(default=3.0, gt=0, alias="readTimeout")
+    write_timeout: Duration | None = Field(default=None, gt=0, alias="writeTimeout")
+    pool_size: int = Field(default_factory=_default_pool_size, gt=0, alias="poolSize")
+    pool_timeout: Duration | None = Field(default=None, gt=0, alias="poolTimeout")
+    max_retries: int = Field(default=3, ge=-1, alias="maxRetries")
+    max_retry_backoff: Duration = Field(default=2.0, ge=0, alias="maxRetryBackoff")
+    redis_type: str = Field(default="node", alias="redisType")
+    failover: bool = Field(default=False, alias="failover")
+
+    @field_validator("redis_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        split_host_port(value)
+        return value.strip()
+
+    @field_validator("redis_type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        if value.strip().lower() != "node":
+            raise ValueError(f"only 'node' (a standalone Redis) is supported, not {value!r}")
+        return "node"
+
+    @field_validator("failover")
+    @classmethod
+    def _check_failover(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("Redis Sentinel failover is not supported")
+        return value
+
+    # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.redis_host)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.redis_host)[1]
+
+    @property
+    def password(self) -> str:
+        return self.redis_password.get_secret_value()
+
+    @property
+    def socket_timeout(self) -> float:
+        """redis-py has one timeout for reads and writes: the larger of the two."""
+        return max(self.read_timeout, self.write_timeout or self.read_timeout)
+
+    @property
+    def connect_timeout(self) -> float:
+        return min(self.dial_timeout, MAX_CONNECT_TIMEOUT)
+
+    @property
+    def effective_pool_timeout(self) -> float:
+        # go-redis' PoolTimeout default: ReadTimeout + 1 s.
+        return self.pool_timeout if self.pool_timeout is not None else self.read_timeout + 1.0
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in an error message."""
+        found = [self.password, self.redis_host, self.host, f"{self.host}:{self.port}"]
+        return [s for s in found if s]
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[ipv6]:port` -> (host, port)."""
+    text = address.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError("must be host:port, e.g. 'localhost:6379' or '[::1]:6379'")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError("must be host:port, e.g. 'localhost:6379' or '[::1]:6379'")
+    if not host:
+        raise ValueError("the host part is empty (expected host:port)")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} is not a number in 1..65535")
+    return host, int(port_text)
+
+
+def create_client(settings: RedisSettings) -> Redis:
+    """One client, one bounded connection pool. No I/O: connections open on first use.
+
+    Retries cover connection errors only (a refused connect, a connection the server closed):
+    a timeout is not retried, so a call never waits much longer than `readTimeout`. Connect
+    attempts are capped at one second each.
+    """
+    retries = max(settings.max_retries, 0)
+    backoff = (
+        ExponentialWithJitterBackoff(cap=settings.max_retry_backoff, base=RETRY_BACKOFF_BASE)
+        if settings.max_retry_backoff > 0
+        else NoBackoff()
+    )
+    kwargs: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "db": settings.redis_db,
+        "username": settings.redis_username or None,
+        "password": settings.password or None,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_keepalive": True,
+        "retry": Retry(backoff, retries, supported_errors=(RedisConnectionError,)),
+        "client_name": None,
+    }
+    if settings.enable_tls:
+        kwargs["connection_class"] = SSLConnection
+        if settings.insecure_skip_verify:
+            kwargs["ssl_cert_reqs"] = "none"
+            kwargs["ssl_check_hostname"] = False
+    pool = BlockingConnectionPool(
+        max_connections=settings.pool_size,
+        timeout=settings.effective_pool_timeout,
+        **kwargs,
+    )
+    return Redis.from_pool(pool)

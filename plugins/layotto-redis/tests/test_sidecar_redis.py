@@ -1,0 +1,403 @@
+"""End to end: `python -m layotto run` with Dapr YAMLs for state.redis, lock.redis and
+sequencer.redis on the private redis-server, driven by a plain grpcio client.
+
+The grpcio stubs are generated from proto/layotto/spec/proto/runtime/v1/*.proto with
+grpc_tools.protoc (as the workspace's tests/ do; the few lines needed are repeated here).
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+from layotto_redis_test_support import RedisServer
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PROTO_ROOT = REPO_ROOT / "proto" / "layotto"
+RUNTIME_PROTO_DIR = PROTO_ROOT / "spec" / "proto" / "runtime" / "v1"
+READY_TIMEOUT = 20.0
+RPC_TIMEOUT = 5.0
+DETECT_WITHIN = 2.0  # readiness must follow Redis within 2 s, both ways
+APP_ID = "redis-e2e"
+
+
+# -- grpcio stubs --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
+    from grpc_tools import protoc
+
+    out_dir = tmp_path_factory.mktemp("redis-pb2")
+    well_known = Path(protoc.__file__).parent / "_proto"
+    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in RUNTIME_PROTO_DIR.glob("*.proto"))
+    assert sources, f"no .proto files under {RUNTIME_PROTO_DIR}"
+    rc = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{well_known}",
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            *sources,
+        ]
+    )
+    assert rc == 0, f"grpc_tools.protoc failed ({rc})"
+    if str(out_dir) not in sys.path:
+        sys.path.insert(0, str(out_dir))
+    importlib.invalidate_caches()
+    return (
+        importlib.import_module("spec.proto.runtime.v1.runtime_pb2"),
+        importlib.import_module("spec.proto.runtime.v1.runtime_pb2_grpc"),
+    )
+
+
+# -- the sidecar ---------------------------------------------------------------------------
+
+
+class Sidecar:
+    def __init__(self, resources: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "layotto",
+                "run",
+                "--resources-path",
+                str(resources),
+                "--app-id",
+                APP_ID,
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--log-format",
+                "json",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            env={**_env(), "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.grpc_port = self.http_port = 0
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.channel: grpc.Channel | None = None
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.lines.append(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("msg") == "layotto is ready":
+                self.grpc_port, self.http_port = int(event["grpc_port"]), int(event["http_port"])
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self) -> None:
+        assert self._ready.wait(READY_TIMEOUT), f"no ready line:\n{self.log()}"
+        assert self.grpc_port, f"sidecar exited before it was ready:\n{self.log()}"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.readiness() != 200:
+            assert time.monotonic() < deadline, f"readiness never 200:\n{self.log()}"
+            time.sleep(0.05)
+
+    def readiness(self) -> int | None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=1.0)
+        try:
+            conn.request("GET", "/actuator/health/readiness")
+            return conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+
+    def stub(self, pb2_grpc: ModuleType) -> Any:
+        if self.channel is None:
+            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        return pb2_grpc.RuntimeStub(self.channel)
+
+    def log(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def kill(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("LAYOTTO_API_TOKEN", "RUNTIME_CONFIG")}
+
+
+def write_resources(directory: Path, address: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "redis.yaml").write_text(
+        f"""\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: redis-state
+spec:
+  type: state.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: "{address}"
+  - name: dialTimeout
+    value: 500ms
+  - name: readTimeout
+    value: 1s
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: redis-lock
+spec:
+  type: lock.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: "{address}"
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: redis-sequencer
+spec:
+  type: sequencer.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: "{address}"
+  - name: biggerThan
+    value: '{{"order": 1000}}'
+"""
+    )
+    return directory
+
+
+@pytest.fixture
+def sidecar(own_redis_server: RedisServer, tmp_path: Path) -> Iterator[Sidecar]:
+    car = Sidecar(write_resources(tmp_path / "resources", own_redis_server.address))
+    try:
+        car.wait_ready()
+        yield car
+    finally:
+        car.kill()
+
+
+def code_of(call: Any) -> grpc.StatusCode | None:
+    try:
+        call()
+    except grpc.RpcError as err:
+        return err.code()  # type: ignore[no-any-return]
+    return None
+
+
+# -- the building blocks -------------------------------------------------------------------
+
+
+def test_state(
+    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+) -> None:
+    pb2, pb2_grpc = pb
+    stub = sidecar.stub(pb2_grpc)
+    store = "redis-state"
+    stub.SaveState(
+        pb2.SaveStateRequest(store_name=store, states=[pb2.StateItem(key="k1", value=b"v1")]),
+        timeout=RPC_TIMEOUT,
+    )
+    got = stub.GetState(pb2.GetStateRequest(store_name=store, key="k1"), timeout=RPC_TIMEOUT)
+    assert (got.data, got.etag) == (b"v1", "1")
+    # The Layotto API stores state keys unprefixed, in Dapr's hash layout.
+    raw = own_redis_server.command("HGETALL", "k1")
+    assert b"data" in raw
+    assert b"v1" in raw
+    assert b"version" in raw
+
+    stale = pb2.StateItem(key="k1", value=b"x", etag=pb2.Etag(value="7"))
+    assert (
+        code_of(
+            lambda: stub.SaveState(
+                pb2.SaveStateRequest(store_name=store, states=[stale]), timeout=RPC_TIMEOUT
+            )
+        )
+        is grpc.StatusCode.ABORTED
+    )
+    bad = pb2.StateItem(key="k1", value=b"x", etag=pb2.Etag(value="not-a-number"))
+    assert (
+        code_of(
+            lambda: stub.SaveState(
+                pb2.SaveStateRequest(store_name=store, states=[bad]), timeout=RPC_TIMEOUT
+            )
+        )
+        is grpc.StatusCode.INVALID_ARGUMENT
+    )
+    ttl = pb2.StateItem(key="k2", value=b"v2", metadata={"ttlInSeconds": "600"})
+    stub.SaveState(pb2.SaveStateRequest(store_name=store, states=[ttl]), timeout=RPC_TIMEOUT)
+    got = stub.GetState(pb2.GetStateRequest(store_name=store, key="k2"), timeout=RPC_TIMEOUT)
+    assert "ttlExpireTime" in got.metadata
+
+    bulk = stub.GetBulkState(
+        pb2.GetBulkStateRequest(store_name=store, keys=["k1", "k2", "k3"]), timeout=RPC_TIMEOUT
+    )
+    assert [(i.key, i.data) for i in bulk.items] == [("k1", b"v1"), ("k2", b"v2"), ("k3", b"")]
+
+    stub.ExecuteStateTransaction(
+        pb2.ExecuteStateTransactionRequest(
+            storeName=store,
+            operations=[
+                pb2.TransactionalStateOperation(
+                    operationType="delete", request=pb2.StateItem(key="k1")
+                ),
+                pb2.TransactionalStateOperation(
+                    operationType="upsert", request=pb2.StateItem(key="k3", value=b"v3")
+                ),
+            ],
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    got = stub.GetState(pb2.GetStateRequest(store_name=store, key="k1"), timeout=RPC_TIMEOUT)
+    assert got.data == b""
+    stub.DeleteState(pb2.DeleteStateRequest(store_name=store, key="k3"), timeout=RPC_TIMEOUT)
+    assert own_redis_server.command("EXISTS", "k3").startswith(b":0")
+
+
+def test_lock(
+    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+) -> None:
+    pb2, pb2_grpc = pb
+    stub = sidecar.stub(pb2_grpc)
+    store = "redis-lock"
+
+    def try_lock(owner: str, expire: int = 10) -> bool:
+        reply = stub.TryLock(
+            pb2.TryLockRequest(
+                store_name=store, resource_id="res", lock_owner=owner, expire=expire
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        return bool(reply.success)
+
+    assert try_lock("alice") is True
+    assert try_lock("alice") is False
+    assert try_lock("bob") is False
+    # Layotto's default lock prefix: lock|||<app id>||<resource>
+    assert own_redis_server.command("GET", f"lock|||{APP_ID}||res").endswith(b"alice\r\n")
+    unlock = stub.Unlock(
+        pb2.UnlockRequest(store_name=store, resource_id="res", lock_owner="bob"),
+        timeout=RPC_TIMEOUT,
+    )
+    assert unlock.status == pb2.UnlockResponse.LOCK_BELONG_TO_OTHERS
+    keep = stub.LockKeepAlive(
+        pb2.LockKeepAliveRequest(
+            store_name=store, resource_id="res", lock_owner="alice", expire=60
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    assert keep.status == pb2.LockKeepAliveResponse.SUCCESS
+    unlock = stub.Unlock(
+        pb2.UnlockRequest(store_name=store, resource_id="res", lock_owner="alice"),
+        timeout=RPC_TIMEOUT,
+    )
+    assert unlock.status == pb2.UnlockResponse.SUCCESS
+    unlock = stub.Unlock(
+        pb2.UnlockRequest(store_name=store, resource_id="res", lock_owner="alice"),
+        timeout=RPC_TIMEOUT,
+    )
+    assert unlock.status == pb2.UnlockResponse.LOCK_UNEXIST
+    assert try_lock("bob") is True
+
+
+def test_sequencer(sidecar: Sidecar, pb: tuple[ModuleType, ModuleType]) -> None:
+    pb2, pb2_grpc = pb
+    stub = sidecar.stub(pb2_grpc)
+    strong = pb2.SequencerOptions(increment=pb2.SequencerOptions.STRONG)
+
+    def next_id(key: str, options: Any = None) -> int:
+        request = pb2.GetNextIdRequest(store_name="redis-sequencer", key=key)
+        if options is not None:
+            request.options.CopyFrom(options)
+        return int(stub.GetNextId(request, timeout=RPC_TIMEOUT).next_id)
+
+    assert [next_id("ids", strong) for _ in range(3)] == [1, 2, 3]
+    weak = [next_id("weak") for _ in range(5)]
+    assert weak == sorted(set(weak))
+    assert next_id("order", strong) > 1000  # biggerThan from the component YAML
+
+
+# -- the outage ----------------------------------------------------------------------------
+
+
+def test_outage_through_the_sidecar(
+    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+) -> None:
+    pb2, pb2_grpc = pb
+    stub = sidecar.stub(pb2_grpc)
+    get = pb2.GetStateRequest(store_name="redis-state", key="k")
+    stub.SaveState(
+        pb2.SaveStateRequest(store_name="redis-state", states=[pb2.StateItem(key="k", value=b"v")]),
+        timeout=RPC_TIMEOUT,
+    )
+    assert sidecar.readiness() == 200
+
+    own_redis_server.stop()
+    stopped = time.monotonic()
+    while sidecar.readiness() != 503:
+        assert time.monotonic() - stopped < 5, "readiness never went DOWN"
+        time.sleep(0.05)
+    down_after = time.monotonic() - stopped
+
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetState(get, timeout=RPC_TIMEOUT)
+    failed_after = time.monotonic() - start
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE, info.value
+    details = info.value.details() or ""
+    assert "127.0.0.1" not in details
+    assert str(own_redis_server.port) not in details
+
+    own_redis_server.start()
+    restarted = time.monotonic()
+    while sidecar.readiness() != 200:
+        assert time.monotonic() - restarted < 5, "readiness never came back UP"
+        time.sleep(0.05)
+    up_after = time.monotonic() - restarted
+    assert stub.GetState(get, timeout=RPC_TIMEOUT).data == b""  # nothing persisted
+    stub.SaveState(
+        pb2.SaveStateRequest(store_name="redis-state", states=[pb2.StateItem(key="k", value=b"w")]),
+        timeout=RPC_TIMEOUT,
+    )
+    assert stub.GetState(get, timeout=RPC_TIMEOUT).data == b"w"
+    assert sidecar.proc.poll() is None  # no restart
+    print(
+        f"\nsidecar outage: readiness 503 after {down_after:.3f} s, GetState UNAVAILABLE in "
+        f"{failed_after:.3f} s, readiness 200 after restart {up_after:.3f} s"
+    )
+    assert down_after < DETECT_WITHIN
+    assert failed_after < DETECT_WITHIN
+    assert up_after < DETECT_WITHIN
