@@ -24,6 +24,13 @@ from layotto.plugin.component import (
     HealthStatus,
     Kind,
 )
+from layotto.plugin.configuration import (
+    DELETED_METADATA,
+    VERSION_METADATA,
+    ConfigItem,
+    ConfigQuery,
+    ConfigStore,
+)
 from layotto.plugin.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -54,8 +61,10 @@ from layotto.plugin.state import (
 )
 
 __all__ = [
+    "DELETED_METADATA",
     "TTL_EXPIRE_METADATA",
     "TTL_METADATA",
+    "VERSION_METADATA",
     "BackendTimeout",
     "BackendUnavailable",
     "BulkGetItem",
@@ -67,6 +76,9 @@ __all__ = [
     "ComponentMetadata",
     "ComponentSpec",
     "Concurrency",
+    "ConfigItem",
+    "ConfigQuery",
+    "ConfigStore",
     "Consistency",
     "DeleteRequest",
     "ETagInvalid",
