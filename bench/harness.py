@@ -1,5 +1,9 @@
 """The runner: one sidecar, load-generator processes, every scenario x concurrency x mode.
 
+Backends the selected scenarios require (``Scenario.requires``) are provided first: for
+``redis`` a private ``redis-server`` on a free port (``bench.redis_server``), stopped at the end,
+or the server given as ``redis_address`` (then the run's keys are deleted at the end).
+
 ``run_benchmark(BenchOptions(...))`` returns the result document (what the JSON file holds);
 ``bench.report`` renders it as markdown and writes the files.
 """
@@ -13,7 +17,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,8 @@ from typing import Any
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from bench.loadgen import LoadGenError, LoadGenPool, LoadResult, Window, sleep_until_ns
-from bench.scenario import MODES, ScenarioType, load_scenarios
+from bench.redis_server import RedisServer, ping, redis_server_binary, server_version
+from bench.scenario import BACKENDS, MODES, BenchContext, Scenario, load_scenarios
 from bench.sidecar import Sidecar, SidecarError
 from bench.stats import summarize
 
@@ -55,6 +61,8 @@ class BenchOptions:
     #: False sets LAYOTTO_NO_UVLOOP=1 for the sidecar (it uses uvloop when installed otherwise).
     sidecar_uvloop: bool = True
     workers_per_channel: int = 16
+    #: ``host:port`` of a Redis to use instead of starting a private ``redis-server``.
+    redis_address: str | None = None
 
     def validate(self) -> None:
         if not self.scenarios:
@@ -74,11 +82,20 @@ class BenchOptions:
             raise ValueError("loop must be auto, uvloop or asyncio")
         if self.loop == "uvloop" and not uvloop_available():
             raise ValueError("uvloop is not installed")
+        if self.redis_address is not None:
+            _split_address(self.redis_address)
 
     def resolved_loop(self) -> str:
         if self.loop == "auto":
             return "uvloop" if uvloop_available() else "asyncio"
         return self.loop
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a Redis address must be host:port, got {address!r}")
+    return host.strip("[]"), int(port)
 
 
 def _git_revision() -> str | None:
@@ -132,18 +149,24 @@ def _meta(options: BenchOptions, started: datetime.datetime) -> dict[str, Any]:
 class _WindowSampler:
     """Samples the sidecar's (and the load generators') CPU at the measured window's edges."""
 
-    def __init__(self, sidecar: Sidecar, loadgen_pids: list[int]) -> None:
+    def __init__(
+        self, sidecar: Sidecar, loadgen_pids: list[int], backend_pids: Iterable[int] = ()
+    ) -> None:
         self.sidecar = sidecar
         self.loadgens = [psutil.Process(pid) for pid in loadgen_pids]
+        self.backends = [psutil.Process(pid) for pid in backend_pids]
         self.sidecar_cpu_s = 0.0
         self.loadgen_cpu_s = 0.0
+        #: CPU of the backend servers the harness started (None: none started).
+        self.backend_cpu_s: float | None = None
         self.other_cpu_s = 0.0
         self.peak_rss = 0
         self.rss_after = 0
 
-    def _loadgen_cpu(self) -> float:
+    @staticmethod
+    def _cpu(processes: list[psutil.Process]) -> float:
         total = 0.0
-        for proc in self.loadgens:
+        for proc in processes:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
@@ -160,16 +183,20 @@ class _WindowSampler:
     def __call__(self, window: Window) -> None:
         sleep_until_ns(window.start_ns)
         self.sidecar.reset_window_peak()
-        sidecar_before, loadgen_before = self.sidecar.cpu_seconds(), self._loadgen_cpu()
+        sidecar_before, loadgen_before = self.sidecar.cpu_seconds(), self._cpu(self.loadgens)
+        backend_before = self._cpu(self.backends)
         busy_before = self._machine_busy()
         sleep_until_ns(window.end_ns)
-        sidecar_after, loadgen_after = self.sidecar.cpu_seconds(), self._loadgen_cpu()
+        sidecar_after, loadgen_after = self.sidecar.cpu_seconds(), self._cpu(self.loadgens)
+        backend_after = self._cpu(self.backends)
         busy_after = self._machine_busy()
         self.sidecar_cpu_s = sidecar_after - sidecar_before
         self.loadgen_cpu_s = loadgen_after - loadgen_before
+        backend = backend_after - backend_before
+        self.backend_cpu_s = backend if self.backends else None
         # Everything else on the machine (the harness, other jobs): a noisy-neighbour gauge.
         busy = busy_after - busy_before
-        self.other_cpu_s = max(0.0, busy - self.sidecar_cpu_s - self.loadgen_cpu_s)
+        self.other_cpu_s = max(0.0, busy - self.sidecar_cpu_s - self.loadgen_cpu_s - backend)
         self.rss_after = self.sidecar.rss()
         self.peak_rss = max(self.sidecar.window_peak_rss, self.rss_after)
 
@@ -200,6 +227,7 @@ def _run_row(
         "sidecar_cpu_utilization": round(sampler.sidecar_cpu_s / options.duration_s, 4),
         "sidecar_cpu_ms_per_1k_calls": None if per_1k is None else round(per_1k * 1000, 4),
         "loadgen_cpu_s": round(sampler.loadgen_cpu_s, 4),
+        "backend_cpu_s": None if sampler.backend_cpu_s is None else round(sampler.backend_cpu_s, 4),
         "other_cpu_s": round(sampler.other_cpu_s, 4),
         "sidecar_peak_rss_bytes": sampler.peak_rss,
         "sidecar_rss_after_bytes": sampler.rss_after,
@@ -225,15 +253,132 @@ def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def baseline_ratios(
+    runs: list[dict[str, Any]], baselines: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Throughput of a scenario over its ``baseline`` scenario's, per mode and concurrency."""
+    by_key = {(r["scenario"], r["concurrency"], r["mode"]): r for r in runs}
+    out: list[dict[str, Any]] = []
+    for (scenario, concurrency, mode), row in by_key.items():
+        baseline = baselines.get(scenario)
+        base = None if baseline is None else by_key.get((baseline, concurrency, mode))
+        if base is None:
+            continue
+        thr, base_thr = row["throughput_per_s"], base["throughput_per_s"]
+        out.append(
+            {
+                "scenario": scenario,
+                "baseline": baseline,
+                "concurrency": concurrency,
+                "mode": mode,
+                "throughput_per_s": thr,
+                "baseline_throughput_per_s": base_thr,
+                "ratio": round(thr / base_thr, 4) if base_thr else None,
+            }
+        )
+    out.sort(key=lambda r: (r["scenario"], r["mode"], r["concurrency"]))
+    return out
+
+
 def _group_by_sidecar(
-    scenarios: Mapping[str, ScenarioType], names: list[str]
+    scenarios: Mapping[str, Scenario[Any]], names: list[str]
 ) -> list[tuple[Mapping[str, Any] | None, list[str]]]:
     groups: dict[str, tuple[Mapping[str, Any] | None, list[str]]] = {}
     for name in names:
-        config = scenarios[name].sidecar_config
+        config = scenarios[name].sidecar_config()
         key = json.dumps(config, sort_keys=True, default=str)
         groups.setdefault(key, (config, []))[1].append(name)
     return list(groups.values())
+
+
+@dataclass(slots=True)
+class _Backends:
+    """The backends provided for this run: addresses, why some are missing, what to sample."""
+
+    addresses: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # backend -> why it is not there
+    pids: list[int] = field(default_factory=list)  # processes the harness started
+    external: list[str] = field(default_factory=list)  # addresses whose keys we must delete
+    info: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _provide_backends(
+    needed: set[str],
+    options: BenchOptions,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> _Backends:
+    out = _Backends()
+    unknown = needed - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backend(s) required: {', '.join(sorted(unknown))}")
+    if "redis" not in needed:
+        return out
+    if options.redis_address is not None:
+        host, port = _split_address(options.redis_address)
+        if not ping(host, port):
+            out.missing["redis"] = f"no Redis answers PING at {options.redis_address}"
+            return out
+        out.addresses["redis"] = options.redis_address
+        out.external.append(options.redis_address)
+        out.info.append(
+            {
+                "name": "redis",
+                "address": options.redis_address,
+                "private": False,
+                "version": server_version(host, port),
+                "pid": None,
+            }
+        )
+        say(f"redis at {options.redis_address} (external: the run's keys are deleted at the end)")
+        return out
+    if redis_server_binary() is None:
+        out.missing["redis"] = (
+            "redis-server is not installed (the Redis scenarios run against a private "
+            "redis-server the harness starts on a free port; install it, or pass "
+            "--redis-address HOST:PORT)"
+        )
+        return out
+    server = stack.enter_context(RedisServer())
+    assert server.pid is not None
+    out.addresses["redis"] = server.address
+    out.pids.append(server.pid)
+    out.info.append(
+        {
+            "name": "redis",
+            "address": server.address,
+            "private": True,
+            "version": server.version,
+            "pid": server.pid,
+            "command": "redis-server --save '' --appendonly no",
+        }
+    )
+    say(
+        f"redis-server {server.version} pid {server.pid} on {server.address} "
+        "(private, nothing persisted)"
+    )
+    return out
+
+
+def _delete_run_keys(address: str, run_id: str) -> int:
+    """Delete every key holding ``run_id`` on a Redis the harness did not start."""
+    import redis
+
+    host, port = _split_address(address)
+    client = redis.Redis(host=host, port=port, socket_timeout=5)
+    try:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"*{run_id}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.delete(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.delete(*batch))
+        return deleted
+    finally:
+        client.close()
 
 
 def run_benchmark(
@@ -251,23 +396,70 @@ def run_benchmark(
     started = datetime.datetime.now(datetime.UTC)
     document: dict[str, Any] = {
         "meta": _meta(options, started),
+        "scenarios": {name: registry[name].description for name in options.scenarios},
+        "backends": [],
         "sidecars": [],
         "skipped": [],
         "runs": [],
         "comparisons": [],
+        "baselines": [],
     }
-    runnable: list[str] = []
-    for name in options.scenarios:
-        reason = registry[name]().skip_reason()
-        if reason:
-            say(f"skip {name}: {reason}")
-            document["skipped"].append({"scenario": name, "reason": reason})
-        else:
-            runnable.append(name)
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    document["meta"]["run_id"] = run_id
+    with contextlib.ExitStack() as stack:
+        needed: set[str] = set()
+        for name in options.scenarios:
+            needed |= registry[name].requires
+        backends = _provide_backends(needed, options, stack, say)
+        document["backends"] = backends.info
+        context = BenchContext(backends=dict(backends.addresses), run_id=run_id)
+        # Instances for the parent's questions (skip? which sidecar config?); the load
+        # generators build their own from the same context.
+        runnable: dict[str, Scenario[Any]] = {}
+        for name in options.scenarios:
+            cls = registry[name]
+            missing = sorted(cls.requires & set(backends.missing))
+            instance = None if missing else cls(context)
+            reason = "; ".join(backends.missing[b] for b in missing) or (
+                instance.skip_reason() if instance is not None else None
+            )
+            if reason or instance is None:
+                say(f"skip {name}: {reason}")
+                document["skipped"].append({"scenario": name, "reason": reason})
+            else:
+                runnable[name] = instance
+        try:
+            _run_all(options, runnable, backends, context, document, say)
+        finally:
+            for address in backends.external:
+                try:
+                    deleted = _delete_run_keys(address, run_id)
+                except Exception as err:
+                    say(f"WARNING: could not delete the keys of {run_id} at {address}: {err}")
+                else:
+                    say(f"deleted {deleted} keys of {run_id} from the Redis at {address}")
+    document["comparisons"] = compare(document["runs"])
+    baselines = {n: b for n in options.scenarios if (b := registry[n].baseline) is not None}
+    document["baselines"] = baseline_ratios(document["runs"], baselines)
+    finished = datetime.datetime.now(datetime.UTC)
+    document["meta"]["elapsed_s"] = round((finished - started).total_seconds(), 2)
+    return document
 
+
+def _run_all(
+    options: BenchOptions,
+    runnable: Mapping[str, Scenario[Any]],
+    backends: _Backends,
+    context: BenchContext,
+    document: dict[str, Any],
+    say: Callable[[str], None],
+) -> None:
+    """One sidecar per distinct config; every scenario x concurrency x mode against it."""
+    if not runnable:
+        return
     env = {} if options.sidecar_uvloop else {"LAYOTTO_NO_UVLOOP": "1"}
     with LoadGenPool(options.processes, options.resolved_loop()) as pool:
-        for config, names in _group_by_sidecar(registry, runnable):
+        for config, names in _group_by_sidecar(runnable, list(runnable)):
             sidecar = Sidecar(config=config, env=env, check_exit=False)
             with sidecar:
                 say(
@@ -277,7 +469,7 @@ def run_benchmark(
                 for name in names:
                     for concurrency in options.concurrency:
                         for mode in options.modes:
-                            sampler = _WindowSampler(sidecar, pool.pids)
+                            sampler = _WindowSampler(sidecar, pool.pids, backends.pids)
                             try:
                                 results = pool.run(
                                     scenario=name,
@@ -287,6 +479,7 @@ def run_benchmark(
                                     duration_s=options.duration_s,
                                     grpc_port=sidecar.grpc_port,
                                     workers_per_channel=options.workers_per_channel,
+                                    context=context,
                                     on_window=sampler,
                                 )
                             except (psutil.NoSuchProcess, LoadGenError) as err:
@@ -308,10 +501,6 @@ def run_benchmark(
                     f"WARNING: sidecar exited {sidecar.exit_code} after SIGTERM "
                     f"(expected 0); last log lines:\n{sidecar.log_tail(5)}"
                 )
-    document["comparisons"] = compare(document["runs"])
-    finished = datetime.datetime.now(datetime.UTC)
-    document["meta"]["elapsed_s"] = round((finished - started).total_seconds(), 2)
-    return document
 
 
 def _progress_line(row: Mapping[str, Any]) -> str:
@@ -319,7 +508,7 @@ def _progress_line(row: Mapping[str, Any]) -> str:
     p50, p99 = lat.get("p50", float("nan")), lat.get("p99", float("nan"))
     errors = f", {row['errors']} errors" if row["errors"] else ""
     return (
-        f"{row['scenario']:<12} c={row['concurrency']:<3} {row['mode']:<7} "
+        f"{row['scenario']:<16} c={row['concurrency']:<3} {row['mode']:<7} "
         f"{row['throughput_per_s']:>9.0f}/s  p50 {p50:>8.1f} us  p99 {p99:>8.1f} us  "
         f"sidecar CPU {row['sidecar_cpu_s']:.2f} s{errors}"
     )

@@ -3,7 +3,8 @@
 The parent keeps ``processes`` spawned children alive for the whole benchmark and drives them
 over pipes, one run at a time:
 
-1. parent -> child  ``RunSpec``: scenario, mode, sidecar port, this child's share of workers;
+1. parent -> child  ``RunSpec``: scenario, mode, sidecar port, this child's share of workers,
+   the run's ``BenchContext`` (backend addresses, run id);
 2. child builds the scenario's client (gRPC channels or the direct client), runs its ``setup_*``
    and answers ``("ready", None)``;
 3. parent -> child  ``("go", t0_ns)``: warm-up runs from ``t0`` for ``warmup`` seconds, the
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from bench.scenario import Scenario, get_scenario
+from bench.scenario import BenchContext, Scenario, get_scenario, set_worker_index
 
 Conn = multiprocessing.connection.Connection
 
@@ -50,6 +51,7 @@ class RunSpec:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 0
     workers_per_channel: int = 16
+    context: BenchContext = field(default_factory=BenchContext)
 
 
 @dataclass(slots=True)
@@ -97,7 +99,7 @@ def child_main(conn: Conn, loop: str) -> None:
 
 
 async def _run(spec: RunSpec, conn: Conn) -> None:
-    scenario: Scenario[Any] = get_scenario(spec.scenario)()
+    scenario: Scenario[Any] = get_scenario(spec.scenario)(spec.context)
     async with contextlib.AsyncExitStack() as stack:
         calls: list[Callable[[int], Awaitable[None]]]
         if spec.mode == "direct":
@@ -152,7 +154,9 @@ async def _drive(
     latencies = result.latencies_ns
     clock = time.perf_counter_ns
 
-    async def worker(call: Callable[[int], Awaitable[None]]) -> None:
+    async def worker(index: int, call: Callable[[int], Awaitable[None]]) -> None:
+        # Each worker is its own task (gather wraps it), so this is set for its calls only.
+        set_worker_index(index)
         # No explicit yield between calls: a component that never suspends (the in-memory store)
         # keeps the loop, which is the honest capacity of one asyncio process for it.
         while True:
@@ -173,7 +177,10 @@ async def _drive(
     delay = (t0 - clock()) / 1e9
     if delay > 0:
         await asyncio.sleep(delay)
-    await asyncio.gather(*(worker(call) for call in calls))
+    # Worker indexes are unique across processes: this process takes every n_procs-th one.
+    await asyncio.gather(
+        *(worker(spec.proc_index + spec.n_procs * w, call) for w, call in enumerate(calls))
+    )
     return result
 
 
@@ -258,6 +265,7 @@ class LoadGenPool:
         duration_s: float,
         grpc_port: int = 0,
         workers_per_channel: int = 16,
+        context: BenchContext | None = None,
         on_window: Callable[[Window], None] | None = None,
         setup_timeout_s: float = 60.0,
     ) -> list[LoadResult]:
@@ -277,6 +285,7 @@ class LoadGenPool:
                     duration_s=duration_s,
                     grpc_port=grpc_port,
                     workers_per_channel=workers_per_channel,
+                    context=context if context is not None else BenchContext(),
                 )
             )
         for proc, conn in active:

@@ -51,6 +51,16 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         "Latencies in µs.",
         "",
     ]
+    for backend in document.get("backends", []):
+        kind = "private, nothing persisted" if backend.get("private") else "external"
+        out += [
+            f"Backend: {backend['name']} {backend.get('version') or '?'} at "
+            f"{backend['address']} ({kind}).",
+            "",
+        ]
+    scenarios = document.get("scenarios") or {}
+    if scenarios:
+        out += [f"- `{name}`: {text}" for name, text in scenarios.items()] + [""]
 
     rows = []
     for r in document["runs"]:
@@ -69,6 +79,7 @@ def render_markdown(document: Mapping[str, Any]) -> str:
                 _num(r["sidecar_cpu_s"], ".2f"),
                 _num(r["sidecar_cpu_ms_per_1k_calls"], ".1f"),
                 _num(r["loadgen_cpu_s"], ".2f"),
+                _num(r.get("backend_cpu_s"), ".2f"),
                 _num(r.get("other_cpu_s"), ".2f"),
                 _mib(r["sidecar_peak_rss_bytes"]),
             ]
@@ -86,10 +97,11 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         "sidecar CPU s",
         "sidecar CPU ms / 1k calls",
         "loadgen CPU s",
+        "backend CPU s",
         "other CPU s",
         "sidecar peak RSS MiB",
     ]
-    right = [False, True, False] + [True] * 11
+    right = [False, True, False] + [True] * 12
     out += [_table(header, rows, right), ""]
 
     if document["comparisons"]:
@@ -116,6 +128,23 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         ]
         out += ["Sidecar vs direct (sidecar minus direct, µs):", ""]
         out += [_table(header, rows, [False] + [True] * 6), ""]
+
+    if document.get("baselines"):
+        rows = [
+            [
+                b["scenario"],
+                b["baseline"],
+                b["mode"],
+                str(b["concurrency"]),
+                f"{b['throughput_per_s']:,.0f}",
+                f"{b['baseline_throughput_per_s']:,.0f}",
+                _num(b["ratio"], ".2f"),
+            ]
+            for b in document["baselines"]
+        ]
+        header = ["scenario", "vs", "mode", "conc", "calls/s", "vs calls/s", "ratio"]
+        out += ["Throughput against another scenario (same mode, same concurrency):", ""]
+        out += [_table(header, rows, [False, False, False] + [True] * 4), ""]
 
     if document["sidecars"]:
         rows = [

@@ -18,6 +18,7 @@ from bench.harness import (
     run_benchmark,
 )
 from bench.loadgen import LoadGenError
+from bench.redis_server import RedisServerError
 from bench.report import RESULTS_DIR, render_markdown, write_results
 from bench.scenario import MODES, load_scenarios
 from bench.sidecar import SidecarError
@@ -80,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
         help="workers sharing one gRPC channel (HTTP/2 connection) [16]",
     )
     p.add_argument(
+        "--redis-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="use this Redis for the redis_* scenarios instead of starting a private "
+        "redis-server (the run's keys are deleted at the end)",
+    )
+    p.add_argument(
         "--output-dir", type=Path, default=RESULTS_DIR, help=f"where results go [{RESULTS_DIR}]"
     )
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         loop=args.loop,
         sidecar_uvloop=not args.sidecar_no_uvloop,
         workers_per_channel=args.workers_per_channel,
+        redis_address=args.redis_address,
     )
     try:
         options.validate()
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (SidecarError, LoadGenError) as err:
+    except (SidecarError, LoadGenError, RedisServerError) as err:
         print(f"benchmark failed: {err}", file=sys.stderr)
         return 1
 

@@ -8,9 +8,10 @@ A scenario is one kind of call measured two ways in the same run:
   the baseline the sidecar is compared with.
 
 A scenario instance is created inside each load-generator process (never pickled), so it may
-hold whatever clients it likes. Add a scenario by adding a module under ``bench/scenarios/``
-that defines a subclass decorated with :func:`register`; :func:`load_scenarios` imports every
-module in that package.
+hold whatever clients it likes. It gets the run's :class:`BenchContext`: the addresses of the
+backends the harness started for it (see :attr:`Scenario.requires`) and a run id to prefix keys
+with. Add a scenario by adding a module under ``bench/scenarios/`` that defines a subclass
+decorated with :func:`register`; :func:`load_scenarios` imports every module in that package.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from layotto._proto.spec.proto.runtime import v1 as pb
@@ -26,6 +29,33 @@ from layotto._proto.spec.proto.runtime import v1 as pb
 ClientT = TypeVar("ClientT")
 
 MODES: tuple[str, ...] = ("direct", "sidecar")
+
+#: Backends the harness knows how to provide (``Scenario.requires``).
+BACKENDS: tuple[str, ...] = ("redis",)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchContext:
+    """What the harness tells every scenario instance about this run (picklable)."""
+
+    #: Backend name -> ``host:port`` of the server the harness started (or was given).
+    backends: Mapping[str, str] = field(default_factory=dict)
+    #: Unique per benchmark run, usable as a key prefix (``bench-1a2b3c4d``).
+    run_id: str = "bench"
+
+
+# The index of the load-generator worker running the current call: unique across the workers
+# and processes of one run (0 .. concurrency-1). Set by the load generator in each worker task.
+_WORKER: ContextVar[int] = ContextVar("bench_worker", default=0)
+
+
+def worker_index() -> int:
+    """Which worker makes the current call (0 outside a worker, e.g. in ``setup_*``)."""
+    return _WORKER.get()
+
+
+def set_worker_index(index: int) -> None:
+    _WORKER.set(index)
 
 
 class Scenario(ABC, Generic[ClientT]):
@@ -39,15 +69,34 @@ class Scenario(ABC, Generic[ClientT]):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    #: The sidecar's config as a native config document (what ``layotto run --config`` reads);
-    #: ``None`` = the embedded default (in-memory components, state store ``statestore``).
-    #: Scenarios with equal configs share one sidecar.
-    sidecar_config: ClassVar[Mapping[str, Any] | None] = None
+    #: Backends (names from :data:`BACKENDS`) the harness must provide; their addresses are in
+    #: ``self.context.backends``. Without one (e.g. no ``redis-server``) the scenario is skipped.
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: Another scenario this one's throughput is compared with, mode by mode and concurrency by
+    #: concurrency, when both ran (e.g. WEAK ids against STRONG ids).
+    baseline: ClassVar[str | None] = None
+
+    def __init__(self, context: BenchContext | None = None) -> None:
+        self.context = context if context is not None else BenchContext()
+
+    def backend(self, name: str) -> str:
+        """The ``host:port`` of a backend from :attr:`requires`."""
+        try:
+            return self.context.backends[name]
+        except KeyError:
+            raise RuntimeError(f"scenario {self.name!r}: no {name!r} backend in this run") from None
+
+    def sidecar_config(self) -> Mapping[str, Any] | None:
+        """The sidecar's config as a native config document (what ``layotto run --config``
+        reads); ``None`` = the embedded default (in-memory components, state store
+        ``statestore``). Scenarios with equal configs share one sidecar. Called in the parent
+        process, after the backends started."""
+        return None
 
     def skip_reason(self) -> str | None:
         """Why this scenario cannot run here (e.g. a backend is unreachable); None = it can.
 
-        Called in the parent process before the sidecar starts.
+        Called in the parent process before the sidecar starts (after the backends started).
         """
         return None
 

@@ -1,4 +1,6 @@
-"""Smoke test of the benchmark harness: both modes, both state scenarios, tiny durations.
+"""Smoke test of the benchmark harness: both modes, both state scenarios, tiny durations; one
+Redis scenario against the private redis-server the harness starts (skipped, or failed under
+LAYOTTO_REQUIRE_INTEGRATION=1, when redis-server is not installed).
 
 Not collected by default (pytest's testpaths); run `uv run pytest bench`.
 """
@@ -10,11 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
+from layotto.testing import skip_or_fail
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `import bench` under pytest
 
-from bench.harness import BenchOptions, problems, run_benchmark
+from bench import harness
+from bench.harness import BenchOptions, baseline_ratios, problems, run_benchmark
+from bench.redis_server import redis_server_binary
 from bench.report import render_markdown, write_results
 
 pytestmark = pytest.mark.integration
@@ -70,3 +76,70 @@ def test_sidecar_started_and_exited_cleanly(results: dict[str, Any]) -> None:
     assert sidecar["peak_rss_bytes"] >= sidecar["idle_rss_bytes"]
     assert sidecar["exit_code"] == 0, "the sidecar did not exit 0 on SIGTERM"
     assert problems(results) == []
+
+
+# -- Redis: the private redis-server the harness starts, one scenario ------------------------
+
+REDIS_SCENARIO = "redis_lock"
+
+
+@pytest.fixture(scope="module")
+def redis_results() -> dict[str, Any]:
+    if redis_server_binary() is None:
+        skip_or_fail("redis-server not installed")
+    options = BenchOptions(
+        scenarios=[REDIS_SCENARIO], concurrency=CONCURRENCY, duration_s=0.5, warmup_s=0.2
+    )
+    return run_benchmark(options, progress=None)
+
+
+def test_redis_scenario_runs_against_a_private_server(redis_results: dict[str, Any]) -> None:
+    assert problems(redis_results) == []
+    assert redis_results["skipped"] == []
+    seen = {(r["scenario"], r["concurrency"], r["mode"]) for r in redis_results["runs"]}
+    assert seen == {(REDIS_SCENARIO, c, m) for c in CONCURRENCY for m in ("direct", "sidecar")}
+    for run in redis_results["runs"]:
+        label = f"{run['scenario']} c={run['concurrency']} {run['mode']}"
+        assert run["errors"] == 0, f"{label}: {run['first_error']}"
+        assert run["calls"] > 0, label
+        # Both modes do real Redis work, and the harness counts Redis's CPU on its own.
+        assert run["backend_cpu_s"] > 0, label
+    (backend,) = redis_results["backends"]
+    assert backend["private"] is True
+    assert backend["version"]
+    assert not psutil.pid_exists(backend["pid"]), "the private redis-server was not stopped"
+    (sidecar,) = redis_results["sidecars"]
+    assert sidecar["exit_code"] == 0
+    assert f"| {REDIS_SCENARIO} | 4 | sidecar |" in render_markdown(redis_results)
+
+
+def test_redis_scenarios_skip_without_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness, "redis_server_binary", lambda: None)
+    options = BenchOptions(scenarios=["redis_state_get"], concurrency=[1], duration_s=0.1)
+    document = run_benchmark(options, progress=None)
+    (skipped,) = document["skipped"]
+    assert skipped["scenario"] == "redis_state_get"
+    assert "redis-server is not installed" in skipped["reason"]
+    assert document["runs"] == []
+    assert document["sidecars"] == []
+    assert "skipped redis_state_get: redis-server is not installed" in render_markdown(document)
+
+
+def test_baseline_ratios() -> None:
+    def run(scenario: str, mode: str, throughput: float) -> dict[str, Any]:
+        return {
+            "scenario": scenario,
+            "concurrency": 16,
+            "mode": mode,
+            "throughput_per_s": throughput,
+        }
+
+    runs = [
+        run("weak", "direct", 300_000.0),
+        run("strong", "direct", 15_000.0),
+        run("weak", "sidecar", 3_000.0),
+        run("strong", "sidecar", 2_000.0),
+    ]
+    ratios = {r["mode"]: r["ratio"] for r in baseline_ratios(runs, {"weak": "strong"})}
+    assert ratios == {"direct": 20.0, "sidecar": 1.5}
+    assert baseline_ratios(runs, {}) == []
