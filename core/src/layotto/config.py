@@ -114,7 +114,8 @@ class RuntimeConfig(_Model):
 
 
 def embedded_default_components() -> tuple[ComponentConfig, ...]:
-    kinds = (Kind.STATE, Kind.LOCK, Kind.SEQUENCER)  # the blocks with an in-memory component
+    # The blocks with an in-memory component.
+    kinds = (Kind.STATE, Kind.CONFIGURATION, Kind.LOCK, Kind.SEQUENCER)
     return tuple(
         ComponentConfig(name=DEFAULT_COMPONENT_NAMES[kind], kind=kind, type="in-memory")
         for kind in kinds

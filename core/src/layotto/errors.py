@@ -22,6 +22,7 @@ class ErrorCategory(Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     INTERNAL = "internal"
 
 
@@ -111,6 +112,14 @@ class ComponentError(LayottoError):
 
     category = ErrorCategory.INTERNAL
     default_reason = "ERR_COMPONENT"
+
+
+class SubscriberTooSlow(LayottoError):
+    """A streaming subscriber stopped reading: its buffer overflowed or stayed full too long,
+    so it was dropped. The client should subscribe again (and read the current values)."""
+
+    category = ErrorCategory.RESOURCE_EXHAUSTED
+    default_reason = "ERR_SUBSCRIBER_TOO_SLOW"
 
 
 class ShuttingDown(LayottoError):

@@ -58,6 +58,11 @@ class HealthRegistry:
         self._indicators[name].health = health
         self._notify()
 
+    def remove(self, name: str) -> None:
+        """Forget an indicator (a part that is gone for good, such as a stopped watcher)."""
+        if self._indicators.pop(name, None) is not None:
+            self._notify()
+
     def _notify(self) -> None:
         readiness = self.status(Probe.READINESS)
         if readiness is not self._readiness:

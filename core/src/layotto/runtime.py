@@ -2,10 +2,10 @@
 
 Startup: components built and started (fail fast) -> sequencer `biggerThan` applied (fail
 fast) -> actors started one by one with `tg.start` -> `runtime_startup` UP. Shutdown (first
-SIGTERM/SIGINT, or `shutdown.set()`): readiness DOWN -> new calls refused (UNAVAILABLE) ->
-in-flight calls drain within the grace period -> actors stop -> background work (sequencer
-segment loads) is cancelled -> components close (shielded, bounded). A second signal exits at
-once.
+SIGTERM/SIGINT, or `shutdown.set()`): readiness DOWN -> new calls refused (UNAVAILABLE) and
+configuration subscription streams ended -> in-flight calls drain within the grace period ->
+actors stop -> background work (configuration watchers, sequencer segment loads) is cancelled
+-> components close (shielded, bounded). A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from layotto.actors.api_server import ApiServer
+from layotto.actors.config_watchers import ConfigWatchers
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
 from layotto.actors.supervisor import Supervisor
@@ -31,6 +32,7 @@ from layotto.config import RuntimeConfig
 from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
 from layotto.plugins import Catalog
+from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
@@ -50,6 +52,7 @@ class Runtime:
     grpc_port: int | None = None
     http_port: int | None = None
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
+    config_watchers: ConfigWatchers | None = None  # set while serving
 
     def info(self) -> dict[str, Any]:
         return {
@@ -75,6 +78,9 @@ class Runtime:
                 }
                 for b in self.components
             ],
+            "subscriptions": {
+                "configuration": self.config_watchers.info() if self.config_watchers else [],
+            },
         }
 
     def dapr_metadata(self) -> dict[str, Any]:
@@ -112,15 +118,22 @@ class Runtime:
             await self.components.start(built)
             gate = CallGate()
             sequencer = SequencerService(self.components, config.app.id)
+            watchers = ConfigWatchers(self.health)
             services = ApiServices(
                 StateService(self.components, config.app.id),
                 LockService(self.components, config.app.id),
                 sequencer,
+                ConfigurationService(self.components, watchers),
             )
-            # The sequencer's background segment loads live in a task group of their own that
-            # outlives the API: it closes after the drain, before the components do.
-            async with sequencer.running():
-                await self._serve_api(services, gate, task_status)
+            # The sequencer's background segment loads and the configuration watchers live in
+            # task groups of their own that outlive the API: they close after the drain,
+            # before the components do.
+            async with sequencer.running(), watchers.running():
+                self.config_watchers = watchers
+                try:
+                    await self._serve_api(services, gate, task_status)
+                finally:
+                    self.config_watchers = None
         finally:
             await self.components.close()
         log.info("layotto stopped")

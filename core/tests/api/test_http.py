@@ -164,6 +164,7 @@ async def test_metadata_has_the_dapr_shape(http: httpx.AsyncClient) -> None:
     assert body["id"] == APP_ID
     assert body["runtimeVersion"] == runtime_version()
     assert body["components"] == [
+        {"name": "configstore", "type": "configuration.in-memory", "version": "v1"},
         {
             "name": "statestore",
             "type": "state.in-memory",

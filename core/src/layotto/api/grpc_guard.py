@@ -7,6 +7,7 @@ streaming calls alike, and the health and reflection services too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -97,7 +98,12 @@ class CallGuard:
             except asyncio.CancelledError:
                 # Cut off at the end of the grace period (grpclib cancels the handler): answer,
                 # or the client would wait for its deadline on a stream nobody will finish.
-                with anyio.move_on_after(TRAILERS_TIMEOUT_SECONDS):
+                # When the client is gone (it cancelled, the connection dropped) there is no
+                # one to answer: the failed send must not mask the cancellation.
+                with (
+                    anyio.move_on_after(TRAILERS_TIMEOUT_SECONDS),
+                    contextlib.suppress(Exception),
+                ):
                     await stream.send_trailing_metadata(
                         status=Status.UNAVAILABLE,
                         status_message="the sidecar shut down before the call finished",

@@ -12,6 +12,7 @@ from layotto.api.grpc_health import HealthService
 from layotto.api.grpc_reflection import DescriptorIndex, ReflectionV1, ReflectionV1Alpha
 from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
+from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
@@ -52,6 +53,7 @@ class ApiServices:
     state: StateService
     lock: LockService
     sequencer: SequencerService
+    configuration: ConfigurationService
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,16 @@ def build_grpc_services(
 ) -> GrpcServices:
     guard = CallGuard(gate, api_token)
     api: list[tuple[Any, str]] = [
-        (LayottoRuntime(services.state, services.lock, services.sequencer), "Runtime"),
+        (
+            LayottoRuntime(
+                services.state,
+                services.lock,
+                services.sequencer,
+                services.configuration,
+                gate.drain_started,
+            ),
+            "Runtime",
+        ),
         *((UnimplementedService(full), name) for full, name in PLANNED_SERVICES),
     ]
     api_names = [_service_name(svc) for svc, _ in api]

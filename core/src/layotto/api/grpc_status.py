@@ -16,5 +16,6 @@ GRPC_STATUS: dict[ErrorCategory, Status] = {
     ErrorCategory.DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
     ErrorCategory.UNAUTHENTICATED: Status.UNAUTHENTICATED,
     ErrorCategory.PERMISSION_DENIED: Status.PERMISSION_DENIED,
+    ErrorCategory.RESOURCE_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
     ErrorCategory.INTERNAL: Status.INTERNAL,
 }

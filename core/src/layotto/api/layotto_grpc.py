@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import anyio
+import grpclib.const
+
 from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
+from layotto.api.config_messages import from_pb, to_pb
+from layotto.api.config_stream import ConfigSubscriptions
 from layotto.errors import InvalidArgument, Unsupported
 from layotto.plugin import (
     Concurrency,
@@ -15,9 +20,12 @@ from layotto.plugin import (
     SetRequest,
     TransactionOperation,
 )
+from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
+
+SUBSCRIBE_CONFIGURATION = "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration"
 
 # Which building block each Runtime RPC belongs to; named in UNIMPLEMENTED answers.
 RUNTIME_BUILDING_BLOCKS: Mapping[str, str] = {
@@ -134,10 +142,64 @@ class LayottoRuntime(pb.RuntimeBase):
     sends: gRPC carries one or the other, and the error status says more.
     """
 
-    def __init__(self, state: StateService, lock: LockService, sequencer: SequencerService) -> None:
+    def __init__(
+        self,
+        state: StateService,
+        lock: LockService,
+        sequencer: SequencerService,
+        configuration: ConfigurationService,
+        drain_started: anyio.Event,
+    ) -> None:
         self._state = state
         self._lock = lock
         self._sequencer = sequencer
+        self._configuration = configuration
+        self._subscriptions = ConfigSubscriptions(configuration, drain_started)
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        # The bidi SubscribeConfiguration needs the stream itself (to read and write at once).
+        mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
+        handler = mapping[SUBSCRIBE_CONFIGURATION]
+        mapping[SUBSCRIBE_CONFIGURATION] = handler._replace(func=self._subscriptions.handle)
+        return mapping
+
+    # -- configuration ---------------------------------------------------------------------
+
+    async def get_configuration(
+        self, message: pb.GetConfigurationRequest
+    ) -> pb.GetConfigurationResponse:
+        # `subscribe_update` is a documented no-op, as upstream: use SubscribeConfiguration.
+        items = await self._configuration.get(
+            message.store_name,
+            message.app_id,
+            message.group,
+            message.label,
+            message.keys,
+            message.metadata,
+        )
+        return pb.GetConfigurationResponse(items=[to_pb(item) for item in items])
+
+    async def save_configuration(self, message: pb.SaveConfigurationRequest) -> Empty:
+        await self._configuration.save(
+            message.store_name,
+            message.app_id,
+            [from_pb(item) for item in message.items],
+            message.metadata,
+        )
+        return Empty()
+
+    async def delete_configuration(self, message: pb.DeleteConfigurationRequest) -> Empty:
+        await self._configuration.delete(
+            message.store_name,
+            message.app_id,
+            message.group,
+            message.label,
+            message.keys,
+            message.metadata,
+        )
+        return Empty()
+
+    # -- state -----------------------------------------------------------------------------
 
     async def get_state(self, message: pb.GetStateRequest) -> pb.GetStateResponse:
         found = await self._state.get(

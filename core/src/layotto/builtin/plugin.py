@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from layotto.builtin.memory_config import InMemoryConfigMetadata, InMemoryConfigStore
 from layotto.builtin.memory_lock import InMemoryLockMetadata, InMemoryLockStore
 from layotto.builtin.memory_sequencer import InMemorySequencer, InMemorySequencerMetadata
 from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
@@ -15,6 +16,13 @@ def layotto_components() -> list[ComponentSpec]:
             InMemoryStateMetadata,
             InMemoryStateStore.create,
             description="process-local state with ETags, TTL and transactions",
+        ),
+        ComponentSpec(
+            Kind.CONFIGURATION,
+            "in-memory",
+            InMemoryConfigMetadata,
+            InMemoryConfigStore.create,
+            description="process-local configuration with versions, tags and watches",
         ),
         ComponentSpec(
             Kind.LOCK,

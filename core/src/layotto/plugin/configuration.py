@@ -7,6 +7,12 @@ Conventions every store follows:
 - A deleted key is reported as an item with empty `content` and `metadata["deleted"] = "true"`.
 - `metadata["version"]`, when the backend has versions (etcd mod revision, Redis version, Apollo
   release key), lets the sidecar resync after a reconnect without missing or repeating changes.
+  When it is a decimal integer that grows with every change of a key (etcd revisions, a
+  counter), the sidecar also drops a stale replay (an older version after a newer one); other
+  versions are compared for equality only.
+- `watch` is best written as an async generator: the sidecar closes it with `aclose()` (shielded,
+  bounded) when it stops watching. Do not keep an anyio cancel scope or task group open across
+  a `yield` (anyio does not support that in async generators).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Conformance kits for component authors (the checklist: conformance.md §1, §4, §5).
+"""Conformance kits for component authors (the checklist: conformance.md §1, §3, §4, §5).
 
 Subclass a kit in a test module under a `Test*` name and provide the store fixture::
 
@@ -18,14 +18,24 @@ Subclass a kit in a test module under a `Test*` name and provide the store fixtu
 - `StateStoreConformance`: fixture `state_store`; optional `state_store_bad_metadata`.
 - `LockStoreConformance`: fixture `lock_store`; optional `lock_store_factory`.
 - `SequencerStoreConformance`: fixture `sequencer_store`; optional `sequencer_store_factory`.
+- `ConfigStoreConformance`: fixtures `config_store` and `config_updater` (a `ConfigUpdater`
+  writing straight to the backend); optional `config_app_id`, `config_groups`, `config_labels`,
+  `config_label`.
 
 The kits are not collected themselves (their names do not start with `Test`). Every test runs
 under anyio on asyncio; override the `anyio_backend` fixture in the subclass to run on trio too.
 See each module and `layotto/testing/README.md` for the details.
 """
 
+from layotto.testing.conformance.configuration import ConfigStoreConformance, ConfigUpdater
 from layotto.testing.conformance.lock import LockStoreConformance
 from layotto.testing.conformance.sequencer import SequencerStoreConformance
 from layotto.testing.conformance.state import StateStoreConformance
 
-__all__ = ["LockStoreConformance", "SequencerStoreConformance", "StateStoreConformance"]
+__all__ = [
+    "ConfigStoreConformance",
+    "ConfigUpdater",
+    "LockStoreConformance",
+    "SequencerStoreConformance",
+    "StateStoreConformance",
+]

@@ -605,16 +605,22 @@ class GetConfigurationRequest(betterproto2.Message):
 
     app_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Owning application; meant for admin tools, normal clients get their own app id.
+    The application whose configuration to read; passed to the store unchanged.
     """
 
     group: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Blank or whitespace-only: the store's default group.
+    """
 
     label: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Blank: the store's default label.
+    """
 
     keys: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
     """
-    Keys to read within the group and label.
+    Keys to read within the group and label; empty means every key.
     """
 
     metadata: "dict[str, str]" = betterproto2.field(
@@ -625,7 +631,7 @@ class GetConfigurationRequest(betterproto2.Message):
 
     subscribe_update: "bool" = betterproto2.field(7, betterproto2.TYPE_BOOL)
     """
-    Also subscribe to later changes of these keys.
+    Unused (as upstream): subscribe with SubscribeConfiguration.
     """
 
 
@@ -1054,12 +1060,18 @@ class SaveConfigurationRequest(betterproto2.Message):
     items: "list[ConfigurationItem]" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, repeated=True
     )
+    """
+    A blank group or label of an item becomes the store's default.
+    """
 
     metadata: "dict[str, str]" = betterproto2.field(
         4,
         betterproto2.TYPE_MAP,
         map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
+    """
+    Passed to the store (upstream drops it).
+    """
 
 
 default_message_pool.register_message(
@@ -1175,21 +1187,37 @@ default_message_pool.register_message("spec.proto.runtime.v1", "StateOptions", S
 
 @dataclass(eq=False, repr=False)
 class SubscribeConfigurationRequest(betterproto2.Message):
+    """
+    One subscription, added to the stream it is sent on.
+    """
+
     store_name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     app_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     group: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Blank or whitespace-only: the store's default group.
+    """
 
     label: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Blank: the store's default label.
+    """
 
     keys: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Keys to watch within the group and label; empty means every key.
+    """
 
     metadata: "dict[str, str]" = betterproto2.field(
         6,
         betterproto2.TYPE_MAP,
         map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
+    """
+    "sendInitialValues": "true" pushes the current items first (this sidecar's extension).
+    """
 
 
 default_message_pool.register_message(
@@ -1641,7 +1669,8 @@ class RuntimeStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "GetConfigurationResponse":
         """
-        Reads configuration items from a configuration store.
+        Reads configuration items from a configuration store. Keys that do not exist are left out
+        of the answer (not an error); no keys means every key of the group and label.
         """
 
         return await self._unary_unary(
@@ -1662,7 +1691,8 @@ class RuntimeStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "____google__protobuf__.Empty":
         """
-        Writes configuration items to a configuration store.
+        Writes configuration items to a configuration store. A read-only store answers
+        UNIMPLEMENTED.
         """
 
         return await self._unary_unary(
@@ -1683,7 +1713,8 @@ class RuntimeStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "____google__protobuf__.Empty":
         """
-        Removes configuration items from a configuration store.
+        Removes configuration items from a configuration store (at least one key; a missing key
+        is not an error). A read-only store answers UNIMPLEMENTED.
         """
 
         return await self._unary_unary(
@@ -1705,6 +1736,14 @@ class RuntimeStub(betterproto2_grpclib.ServiceStub):
     ) -> "AsyncIterator[SubscribeConfigurationResponse]":
         """
         Bidirectional stream: the app sends subscriptions, the sidecar pushes changed items.
+        Every request message adds a subscription to the stream; they accumulate. Only changes are
+        pushed, unless a request's metadata has "sendInitialValues": "true" (an extension of this
+        sidecar): the current items of that subscription then come first, as one response. A
+        deleted key arrives as an item with empty content (and metadata "deleted": "true").
+        The stream's subscriptions end with it and never affect other streams. A request that
+        fails (e.g. an unknown store) ends the stream with its error; a client that stops reading
+        is dropped with RESOURCE_EXHAUSTED; draining ends the stream with UNAVAILABLE. In each
+        case, subscribe again. Half-closing the request side keeps the changes coming.
         """
 
         async for response in self._stream_stream(
@@ -2259,7 +2298,8 @@ class RuntimeBase(betterproto2_grpclib.ServiceBase):
         self, message: "GetConfigurationRequest"
     ) -> "GetConfigurationResponse":
         """
-        Reads configuration items from a configuration store.
+        Reads configuration items from a configuration store. Keys that do not exist are left out
+        of the answer (not an error); no keys means every key of the group and label.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2268,7 +2308,8 @@ class RuntimeBase(betterproto2_grpclib.ServiceBase):
         self, message: "SaveConfigurationRequest"
     ) -> "____google__protobuf__.Empty":
         """
-        Writes configuration items to a configuration store.
+        Writes configuration items to a configuration store. A read-only store answers
+        UNIMPLEMENTED.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2277,7 +2318,8 @@ class RuntimeBase(betterproto2_grpclib.ServiceBase):
         self, message: "DeleteConfigurationRequest"
     ) -> "____google__protobuf__.Empty":
         """
-        Removes configuration items from a configuration store.
+        Removes configuration items from a configuration store (at least one key; a missing key
+        is not an error). A read-only store answers UNIMPLEMENTED.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2287,6 +2329,14 @@ class RuntimeBase(betterproto2_grpclib.ServiceBase):
     ) -> "AsyncIterator[SubscribeConfigurationResponse]":
         """
         Bidirectional stream: the app sends subscriptions, the sidecar pushes changed items.
+        Every request message adds a subscription to the stream; they accumulate. Only changes are
+        pushed, unless a request's metadata has "sendInitialValues": "true" (an extension of this
+        sidecar): the current items of that subscription then come first, as one response. A
+        deleted key arrives as an item with empty content (and metadata "deleted": "true").
+        The stream's subscriptions end with it and never affect other streams. A request that
+        fails (e.g. an unknown store) ends the stream with its error; a client that stops reading
+        is dropped with RESOURCE_EXHAUSTED; draining ends the stream with UNAVAILABLE. In each
+        case, subscribe again. Half-closing the request side keeps the changes coming.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
