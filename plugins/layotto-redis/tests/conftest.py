@@ -29,6 +29,8 @@ if _SUPPORT_NAME not in sys.modules:
 
 from layotto.plugin import ComponentContext  # noqa: E402
 from layotto_redis import (  # noqa: E402
+    RedisConfigMetadata,
+    RedisConfigStore,
     RedisLockMetadata,
     RedisLockStore,
     RedisSequencerMetadata,
@@ -78,6 +80,7 @@ def prefix() -> str:
 
 KINDS: dict[str, tuple[Any, Any]] = {
     "state": (RedisStateMetadata, RedisStateStore),
+    "configuration": (RedisConfigMetadata, RedisConfigStore),
     "lock": (RedisLockMetadata, RedisLockStore),
     "sequencer": (RedisSequencerMetadata, RedisSequencerStore),
 }
@@ -107,6 +110,12 @@ async def make_component() -> AsyncIterator[ComponentFactory]:
 @pytest.fixture
 async def state(make_component: ComponentFactory, redis_server: RedisServer) -> RedisStateStore:
     store: RedisStateStore = await make_component("state", redis_server)
+    return store
+
+
+@pytest.fixture
+async def config(make_component: ComponentFactory, redis_server: RedisServer) -> RedisConfigStore:
+    store: RedisConfigStore = await make_component("configuration", redis_server)
     return store
 
 

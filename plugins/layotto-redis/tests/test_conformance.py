@@ -6,16 +6,20 @@ scenarios a second component on the same server.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from layotto.plugin import ComponentContext, LockStore, SequencerStore, StateStore
+from layotto.plugin import ComponentContext, ConfigStore, LockStore, SequencerStore, StateStore
 from layotto.testing.conformance import (
+    ConfigStoreConformance,
     LockStoreConformance,
     SequencerStoreConformance,
     StateStoreConformance,
 )
 from layotto_redis import (
+    RedisConfigMetadata,
+    RedisConfigStore,
     RedisLockMetadata,
     RedisLockStore,
     RedisSequencerMetadata,
@@ -24,6 +28,7 @@ from layotto_redis import (
     RedisStateStore,
 )
 from layotto_redis_test_support import RedisServer
+from redis.asyncio import Redis
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +99,42 @@ class TestRedisSequencerConformance(SequencerStoreConformance):
         self, redis_server: RedisServer
     ) -> Callable[[], Awaitable[SequencerStore]]:
         return lambda: _sequencer(redis_server.address)
+
+
+class DaprStyleUpdater:
+    """Writes as a Dapr user does, straight to Redis: `SET key "content||version"` (the key
+    alone in the default group and label, else `<group>||<label>||<key>`), and `DEL`."""
+
+    def __init__(self, client: Redis, store: ConfigStore) -> None:
+        self.client = client
+        self.defaults = (store.default_group, store.default_label)
+        self.versions = itertools.count(100)
+
+    def stored(self, group: str, label: str, key: str) -> str:
+        return key if (group, label) == self.defaults else f"{group}||{label}||{key}"
+
+    async def write(self, app_id: str, group: str, label: str, key: str, content: str) -> None:
+        await self.client.set(self.stored(group, label, key), f"{content}||{next(self.versions)}")
+
+    async def remove(self, app_id: str, group: str, label: str, key: str) -> None:
+        await self.client.delete(self.stored(group, label, key))
+
+
+class TestRedisConfigConformance(ConfigStoreConformance):
+    @pytest.fixture
+    async def config_store(self, redis_server: RedisServer) -> AsyncIterator[ConfigStore]:
+        store = RedisConfigStore(
+            RedisConfigMetadata.model_validate({"redisHost": redis_server.address}),
+            ComponentContext("c", "app"),
+        )
+        await store.init()
+        yield store
+        await store.close()
+
+    @pytest.fixture
+    async def config_updater(
+        self, redis_server: RedisServer, config_store: ConfigStore
+    ) -> AsyncIterator[DaprStyleUpdater]:
+        client = Redis(host="127.0.0.1", port=redis_server.port)
+        yield DaprStyleUpdater(client, config_store)
+        await client.aclose()

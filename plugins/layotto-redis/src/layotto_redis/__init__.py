@@ -1,5 +1,7 @@
-"""Redis components for Layotto for Python: `state.redis`, `lock.redis`, `sequencer.redis`."""
+"""Redis components for Layotto for Python: `state.redis`, `configuration.redis`, `lock.redis`,
+`sequencer.redis`."""
 
+from layotto_redis.configuration import RedisConfigMetadata, RedisConfigStore
 from layotto_redis.lock import RedisLockMetadata, RedisLockStore
 from layotto_redis.sequencer import RedisSequencerMetadata, RedisSequencerStore
 from layotto_redis.settings import RedisSettings, parse_duration
@@ -8,6 +10,8 @@ from layotto_redis.state import RedisStateMetadata, RedisStateStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "RedisConfigMetadata",
+    "RedisConfigStore",
     "RedisLockMetadata",
     "RedisLockStore",
     "RedisSequencerMetadata",

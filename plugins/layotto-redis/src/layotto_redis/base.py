@@ -17,7 +17,7 @@ from layotto.plugin import (
 )
 from redis.asyncio import Redis
 
-from layotto_redis.errors import translate, translated
+from layotto_redis.errors import Translator, translate
 from layotto_redis.settings import RedisSettings, create_client
 
 HEALTH_TIMEOUT = 0.5  # the sidecar polls every second; a check must answer well within it
@@ -34,6 +34,9 @@ class RedisComponent(Component):
         self.context = context
         self._client: Redis | None = None
         self._what = f"{self.label} {context.name!r}"
+        # Computed once: the settings are frozen, and every call needs them on its error path.
+        self._secrets = tuple(settings.secrets())
+        self._translator = Translator(self._what, self._secrets)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -45,25 +48,25 @@ class RedisComponent(Component):
             async with asyncio.timeout(INIT_TIMEOUT):
                 await client.ping()
         except TimeoutError:  # the deadline above (redis-py raises its own TimeoutError)
-            await _close_quietly(client)
+            await close_quietly(client)
             raise BackendTimeout(
                 f"{self._what}: Redis did not answer PING within {INIT_TIMEOUT:g} s "
                 "(check metadata.redisHost)"
             ) from None
         except Exception as err:
-            await _close_quietly(client)
-            cause = translate(err, self._what, self.settings.secrets())
+            await close_quietly(client)
+            cause = translate(err, self._what, self._secrets)
             hint = "" if "redisPassword" in cause.message else " (check metadata.redisHost)"
             raise type(cause)(f"{cause.message}{hint}") from None
         except BaseException:
-            await _close_quietly(client)
+            await close_quietly(client)
             raise
         self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await _close_quietly(client)
+            await close_quietly(client)
 
     async def check_health(self) -> Health:
         client = self._client
@@ -75,7 +78,7 @@ class RedisComponent(Component):
         except TimeoutError:
             return Health.down(f"Redis did not answer PING within {HEALTH_TIMEOUT:g} s")
         except Exception as err:
-            return Health.down(translate(err, "ping", self.settings.secrets()).message)
+            return Health.down(translate(err, "ping", self._secrets).message)
         return Health.up()
 
     # -- for subclasses --------------------------------------------------------------------
@@ -88,12 +91,12 @@ class RedisComponent(Component):
 
     def errors(self) -> AbstractContextManager[None]:
         """`with self.errors(): ...` turns redis-py failures into the SPI's errors."""
-        return translated(self._what, self.settings.secrets())
+        return self._translator
 
     def failure(self, message: str) -> LayottoError:
         return ComponentError(f"{self._what}: {message}")
 
 
-async def _close_quietly(client: Redis) -> None:
+async def close_quietly(client: Redis) -> None:
     with contextlib.suppress(Exception):  # closing a pool to a dead server must not raise
         await client.aclose()

@@ -8,8 +8,8 @@ their text is never passed on: each class gets a fixed, host-free description. S
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from types import TracebackType
 
 from layotto.plugin import (
     BackendTimeout,
@@ -87,12 +87,27 @@ def translate(err: BaseException, what: str, secrets: Iterable[str] = ()) -> Lay
     return ComponentError(f"{what}: unexpected failure ({type(err).__name__})")
 
 
-@contextmanager
-def translated(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
-    """Re-raise redis-py and socket errors as LayottoErrors (the original is the cause)."""
-    try:
-        yield
-    except LayottoError:
-        raise
-    except (rx.RedisError, OSError) as err:
-        raise translate(err, what, secrets) from err
+class Translator:
+    """`with translator: ...` re-raises redis-py and socket errors as LayottoErrors (the
+    original is the cause). An object rather than a generator-based context manager: it is on
+    every call's path. Stateless, so one instance serves every call, concurrent ones too."""
+
+    __slots__ = ("secrets", "what")
+
+    def __init__(self, what: str, secrets: Iterable[str] = ()) -> None:
+        self.what = what
+        self.secrets = tuple(secrets)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, LayottoError):
+            return
+        if isinstance(exc, rx.RedisError | OSError):
+            raise translate(exc, self.what, self.secrets) from exc

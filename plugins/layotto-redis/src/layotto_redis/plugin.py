@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from layotto.plugin import ComponentSpec, Kind, hookimpl
 
+from layotto_redis.configuration import RedisConfigMetadata, RedisConfigStore
 from layotto_redis.lock import RedisLockMetadata, RedisLockStore
 from layotto_redis.sequencer import RedisSequencerMetadata, RedisSequencerStore
 from layotto_redis.state import RedisStateMetadata, RedisStateStore
@@ -18,6 +19,13 @@ def layotto_components() -> list[ComponentSpec]:
             RedisStateMetadata,
             RedisStateStore.create,
             description="Redis hashes in Dapr's layout, with ETags, TTL and transactions",
+        ),
+        ComponentSpec(
+            Kind.CONFIGURATION,
+            "redis",
+            RedisConfigMetadata,
+            RedisConfigStore.create,
+            description="Dapr's value||version strings, watched through keyspace notifications",
         ),
         ComponentSpec(
             Kind.LOCK,

@@ -167,14 +167,17 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def create_client(settings: RedisSettings) -> Redis:
+def create_client(
+    settings: RedisSettings, *, max_retries: int | None = None, pool_size: int | None = None
+) -> Redis:
     """One client, one bounded connection pool. No I/O: connections open on first use.
 
     Retries cover connection errors only (a refused connect, a connection the server closed):
     a timeout is not retried, so a call never waits much longer than `readTimeout`. Connect
-    attempts are capped at one second each.
+    attempts are capped at one second each. `max_retries` and `pool_size` override the
+    settings (a pub/sub connection must not reconnect behind its owner's back, say).
     """
-    retries = max(settings.max_retries, 0)
+    retries = max(settings.max_retries if max_retries is None else max_retries, 0)
     backoff = (
         ExponentialWithJitterBackoff(cap=settings.max_retry_backoff, base=RETRY_BACKOFF_BASE)
         if settings.max_retry_backoff > 0
@@ -198,7 +201,7 @@ def create_client(settings: RedisSettings) -> Redis:
             kwargs["ssl_cert_reqs"] = "none"
             kwargs["ssl_check_hostname"] = False
     pool = BlockingConnectionPool(
-        max_connections=settings.pool_size,
+        max_connections=settings.pool_size if pool_size is None else pool_size,
         timeout=settings.effective_pool_timeout,
         **kwargs,
     )

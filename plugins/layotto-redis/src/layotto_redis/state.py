@@ -142,6 +142,15 @@ return {0, 0}
 """
 )
 
+# KEYS[1] key. -> {data, version, pttl}, or false when the key has no `data` (one round trip:
+# cheaper for the sidecar than a pipeline of HMGET + PTTL). A key of another type fails with
+# WRONGTYPE, as HMGET does.
+_GET = """
+local r = redis.call("HMGET", KEYS[1], "data", "version")
+if not r[1] then return false end
+return {r[1], r[2], redis.call("PTTL", KEYS[1])}
+"""
+
 _MISMATCH, _EXISTS = 1, 2
 _ETAG = re.compile(r"[+-]?[0-9]+")
 
@@ -175,6 +184,7 @@ class RedisStateStore(RedisComponent, StateStore):
     def __init__(self, settings: RedisStateMetadata, context: ComponentContext) -> None:
         super().__init__(settings, context)
         self._default_ttl = settings.ttl_in_seconds
+        self._get_script: AsyncScript | None = None
         self._set_script: AsyncScript | None = None
         self._delete_script: AsyncScript | None = None
         self._multi_script: AsyncScript | None = None
@@ -185,6 +195,7 @@ class RedisStateStore(RedisComponent, StateStore):
 
     async def init(self) -> None:
         await super().init()
+        self._get_script = self.client.register_script(_GET)
         self._set_script = self.client.register_script(_SET)
         self._delete_script = self.client.register_script(_DELETE)
         self._multi_script = self.client.register_script(_MULTI)
@@ -251,15 +262,15 @@ class RedisStateStore(RedisComponent, StateStore):
         return BulkGetItem(key, bytes(data), etag, _pttl_metadata(pttl))
 
     async def get(self, request: GetRequest) -> GetResponse | None:
+        client = self.client  # BackendUnavailable when not started or closed
+        script = self._script(self._get_script)
         with self.errors():
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hmget(request.key, ["data", "version"])
-                pipe.pttl(request.key)
-                fields, pttl = await pipe.execute()
-        item = self._item(request.key, fields, pttl)
-        if item.data is None:
+            reply = await script(keys=[request.key], client=client)
+        if reply is None:
             return None
-        return GetResponse(item.data, item.etag, item.metadata)
+        data, version, pttl = reply
+        etag = None if version is None else version.decode("ascii", "replace")
+        return GetResponse(bytes(data), etag, _pttl_metadata(pttl))
 
     async def bulk_get(self, requests: Sequence[GetRequest]) -> list[BulkGetItem]:
         if not requests:
