@@ -37,7 +37,7 @@ from layotto.services.sequencer import DEFAULT_SEGMENT_SIZE, SequencerService
 # The component's own Lua, so the direct baseline runs the very same script (EVALSHA).
 from layotto_redis.lock import _UNLOCK
 from layotto_redis.settings import RedisSettings, create_client
-from layotto_redis.state import _SET
+from layotto_redis.state import _GET, _SET
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -147,16 +147,17 @@ class RedisStateGet(_RedisState):
     name = "redis_state_get"
     description = (
         f"GetState of a {len(VALUE)}-byte value, {KEYS} pre-populated keys, state.redis. "
-        "direct: HMGET data version + PTTL in one pipeline (the component's one round trip)"
+        "direct: the component's read script (EVALSHA: HMGET data version + PTTL, one round trip)"
     )
+
+    async def setup_direct(self, client: Redis) -> None:
+        await super().setup_direct(client)
+        self._get = client.register_script(_GET)
 
     async def direct_call(self, client: Redis, i: int) -> None:
         stored = self._stored[i % KEYS]
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.hmget(stored, ["data", "version"])
-            pipe.pttl(stored)
-            fields, _pttl = await pipe.execute()
-        if fields[0] is None:
+        found = await self._get(keys=[stored])
+        if not found:
             raise RuntimeError(f"GetState {stored!r}: no value")
 
     async def sidecar_call(self, stub: pb.RuntimeStub, i: int) -> None:
