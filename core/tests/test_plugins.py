@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -473,3 +474,47 @@ def test_two_plugins_with_one_name_name_both_distributions(
         load_catalog([first, second])  # type: ignore[list-item]
     assert "layotto-one" in str(info.value)
     assert "layotto-two" in str(info.value)
+
+
+def test_specs_given_as_import_strings_load_only_when_built() -> None:
+    spec = ComponentSpec(
+        Kind.STATE,
+        "lazy",
+        "layotto.builtin.memory_state:InMemoryStateMetadata",
+        "layotto.builtin.memory_state:InMemoryStateStore.create",
+    )
+    from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
+
+    assert spec.metadata_model is InMemoryStateMetadata
+    assert isinstance(
+        spec.create(InMemoryStateMetadata(), ComponentContext("s", "a")), InMemoryStateStore
+    )
+
+
+def test_a_spec_whose_module_fails_to_import_is_a_config_error() -> None:
+    catalog = Catalog()
+    catalog.add(
+        PluginInfo(
+            "broken",
+            "layotto-broken",
+            "1.0",
+            (ComponentSpec(Kind.STATE, "broken", "no_such_module:Meta", "no_such_module:make"),),
+        )
+    )
+    config = RuntimeConfig(
+        components=(ComponentConfig(name="s", kind=Kind.STATE, type="broken", source="f.yaml"),)
+    )
+    with pytest.raises(ConfigError) as info:
+        build(config, catalog)
+    assert "state.broken" in str(info.value)
+    assert "no_such_module" in str(info.value)
+
+
+def test_listing_plugins_imports_no_backend_client() -> None:
+    """Installed plugins must not cost startup time: their modules load only when used."""
+    probe = (
+        "import sys; from layotto.plugins import load_catalog; load_catalog(); "
+        "print(sorted(m for m in ('redis', 'aetcd', 'grpc', 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

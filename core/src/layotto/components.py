@@ -34,7 +34,15 @@ def build(config: RuntimeConfig, catalog: Catalog) -> list[BuiltComponent]:
         where = f"{cc.source}: component {cc.name!r} ({cc.qualified_type})"
         spec = catalog.resolve(cc.kind, cc.type, where=where)
         try:
-            metadata = spec.config_model.model_validate(cc.metadata)
+            model = spec.metadata_model
+            create = spec.create
+        except Exception as err:  # a plugin whose component module fails to import
+            raise ConfigError(
+                f"{where}: the plugin providing {cc.qualified_type} failed to load it: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        try:
+            metadata = model.model_validate(cc.metadata)
         except ValidationError as err:
             fields = "; ".join(
                 f"metadata.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
@@ -42,7 +50,7 @@ def build(config: RuntimeConfig, catalog: Catalog) -> list[BuiltComponent]:
             raise ConfigError(f"{where}: {fields}") from None
         if metadata.model_extra:
             log.warning("%s: ignoring unknown metadata %s", where, sorted(metadata.model_extra))
-        component = spec.factory(metadata, ComponentContext(cc.name, config.app.id))
+        component = create(metadata, ComponentContext(cc.name, config.app.id))
         built.append(BuiltComponent(cc, spec, component))
     return built
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,21 +78,50 @@ class Component(ABC):  # noqa: B024 - every hook has a sensible default
 ComponentFactory = Callable[[Any, ComponentContext], Component]
 
 
-@dataclass(frozen=True, slots=True)
+def _load(reference: str) -> Any:
+    """`package.module:attr.attr` -> the object, importing the module."""
+    module_name, _, attr_path = reference.partition(":")
+    if not module_name or not attr_path:
+        raise ValueError(f"{reference!r} is not of the form 'package.module:attribute'")
+    target: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        target = getattr(target, attr)
+    return target
+
+
+@dataclass(frozen=True)
 class ComponentSpec:
     """A plugin's declaration of one component type.
 
     `factory(metadata, context)` receives an instance of `config_model` (already validated) and
     must not do I/O: that belongs in `Component.init`.
+
+    Both may be given as import strings (`"layotto_redis.state:RedisStateStore.create"`): the
+    module is then imported only when a component of this type is configured, so an installed
+    plugin costs the sidecar no startup time and no memory until it is used.
     """
 
     kind: Kind
     type: str
-    config_model: builtins.type[ComponentMetadata]
-    factory: ComponentFactory
+    config_model: builtins.type[ComponentMetadata] | str
+    factory: ComponentFactory | str
     version: str = "v1"
     description: str = ""
 
     @property
     def qualified_type(self) -> str:
         return f"{self.kind.value}.{self.type}"
+
+    @cached_property
+    def metadata_model(self) -> builtins.type[ComponentMetadata]:
+        model = _load(self.config_model) if isinstance(self.config_model, str) else self.config_model
+        if not (isinstance(model, type) and issubclass(model, ComponentMetadata)):
+            raise TypeError(f"{self.qualified_type}: config_model is not a ComponentMetadata")
+        return model
+
+    @cached_property
+    def create(self) -> ComponentFactory:
+        factory = _load(self.factory) if isinstance(self.factory, str) else self.factory
+        if not callable(factory):
+            raise TypeError(f"{self.qualified_type}: factory is not callable")
+        return cast("ComponentFactory", factory)

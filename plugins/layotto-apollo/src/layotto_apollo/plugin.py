@@ -1,11 +1,10 @@
-"""The `layotto` entry point of this distribution: the component types it provides."""
+"""The `layotto` entry point of this distribution: the component types it provides.
+
+Models and factories are import strings, loaded only for configured components."""
 
 from __future__ import annotations
 
 from layotto.plugin import ComponentSpec, Kind, hookimpl
-
-from layotto_apollo.settings import ApolloMetadata
-from layotto_apollo.store import ApolloConfigStore
 
 
 @hookimpl
@@ -14,8 +13,8 @@ def layotto_components() -> list[ComponentSpec]:
         ComponentSpec(
             Kind.CONFIGURATION,
             "apollo",
-            ApolloMetadata,
-            ApolloConfigStore.create,
+            "layotto_apollo.settings:ApolloMetadata",
+            "layotto_apollo.store:ApolloConfigStore.create",
             description="Apollo config service + long poll; writes through the Open API",
         ),
     ]

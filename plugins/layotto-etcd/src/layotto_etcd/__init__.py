@@ -1,11 +1,43 @@
 """etcd components for Layotto for Python: `configuration.etcd`, `lock.etcd`, `sequencer.etcd`."""
 
-from layotto_etcd.configuration import EtcdConfigMetadata, EtcdConfigStore
-from layotto_etcd.lock import EtcdLockMetadata, EtcdLockStore
-from layotto_etcd.sequencer import EtcdSequencerMetadata, EtcdSequencerStore
-from layotto_etcd.settings import EtcdSettings, parse_duration
+# Exports load on first use: the sidecar imports this package to list the plugin, and
+# must not pay for the backend client until a component of this plugin is configured.
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from layotto_etcd.configuration import (
+        EtcdConfigMetadata,
+        EtcdConfigStore,
+    )
+    from layotto_etcd.lock import (
+        EtcdLockMetadata,
+        EtcdLockStore,
+    )
+    from layotto_etcd.sequencer import (
+        EtcdSequencerMetadata,
+        EtcdSequencerStore,
+    )
+    from layotto_etcd.settings import (
+        EtcdSettings,
+        parse_duration,
+    )
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "EtcdConfigMetadata": "layotto_etcd.configuration",
+    "EtcdConfigStore": "layotto_etcd.configuration",
+    "EtcdLockMetadata": "layotto_etcd.lock",
+    "EtcdLockStore": "layotto_etcd.lock",
+    "EtcdSequencerMetadata": "layotto_etcd.sequencer",
+    "EtcdSequencerStore": "layotto_etcd.sequencer",
+    "EtcdSettings": "layotto_etcd.settings",
+    "parse_duration": "layotto_etcd.settings",
+}
 
 __all__ = [
     "EtcdConfigMetadata",
@@ -18,3 +50,10 @@ __all__ = [
     "__version__",
     "parse_duration",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,12 +1,10 @@
-"""The `layotto` entry point of this distribution: the component types it provides."""
+"""The `layotto` entry point of this distribution: the component types it provides.
+
+Models and factories are import strings, loaded only for configured components."""
 
 from __future__ import annotations
 
 from layotto.plugin import ComponentSpec, Kind, hookimpl
-
-from layotto_etcd.configuration import EtcdConfigMetadata, EtcdConfigStore
-from layotto_etcd.lock import EtcdLockMetadata, EtcdLockStore
-from layotto_etcd.sequencer import EtcdSequencerMetadata, EtcdSequencerStore
 
 
 @hookimpl
@@ -15,22 +13,22 @@ def layotto_components() -> list[ComponentSpec]:
         ComponentSpec(
             Kind.CONFIGURATION,
             "etcd",
-            EtcdConfigMetadata,
-            EtcdConfigStore.create,
+            "layotto_etcd.configuration:EtcdConfigMetadata",
+            "layotto_etcd.configuration:EtcdConfigStore.create",
             description="/<appId>/<group>/<label>/<key> with tags; watch resumes by revision",
         ),
         ComponentSpec(
             Kind.LOCK,
             "etcd",
-            EtcdLockMetadata,
-            EtcdLockStore.create,
+            "layotto_etcd.lock:EtcdLockMetadata",
+            "layotto_etcd.lock:EtcdLockStore.create",
             description="leases + owner-guarded transactions; atomic keep-alive",
         ),
         ComponentSpec(
             Kind.SEQUENCER,
             "etcd",
-            EtcdSequencerMetadata,
-            EtcdSequencerStore.create,
+            "layotto_etcd.sequencer:EtcdSequencerMetadata",
+            "layotto_etcd.sequencer:EtcdSequencerStore.create",
             description="ids from key versions, biggerThan through a stored offset",
         ),
     ]

@@ -1,13 +1,50 @@
 """Redis components for Layotto for Python: `state.redis`, `configuration.redis`, `lock.redis`,
 `sequencer.redis`."""
 
-from layotto_redis.configuration import RedisConfigMetadata, RedisConfigStore
-from layotto_redis.lock import RedisLockMetadata, RedisLockStore
-from layotto_redis.sequencer import RedisSequencerMetadata, RedisSequencerStore
-from layotto_redis.settings import RedisSettings, parse_duration
-from layotto_redis.state import RedisStateMetadata, RedisStateStore
+# Exports load on first use: the sidecar imports this package to list the plugin, and
+# must not pay for the backend client until a component of this plugin is configured.
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from layotto_redis.configuration import (
+        RedisConfigMetadata,
+        RedisConfigStore,
+    )
+    from layotto_redis.lock import (
+        RedisLockMetadata,
+        RedisLockStore,
+    )
+    from layotto_redis.sequencer import (
+        RedisSequencerMetadata,
+        RedisSequencerStore,
+    )
+    from layotto_redis.settings import (
+        RedisSettings,
+        parse_duration,
+    )
+    from layotto_redis.state import (
+        RedisStateMetadata,
+        RedisStateStore,
+    )
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "RedisConfigMetadata": "layotto_redis.configuration",
+    "RedisConfigStore": "layotto_redis.configuration",
+    "RedisLockMetadata": "layotto_redis.lock",
+    "RedisLockStore": "layotto_redis.lock",
+    "RedisSequencerMetadata": "layotto_redis.sequencer",
+    "RedisSequencerStore": "layotto_redis.sequencer",
+    "RedisSettings": "layotto_redis.settings",
+    "RedisStateMetadata": "layotto_redis.state",
+    "RedisStateStore": "layotto_redis.state",
+    "parse_duration": "layotto_redis.settings",
+}
 
 __all__ = [
     "RedisConfigMetadata",
@@ -22,3 +59,10 @@ __all__ = [
     "__version__",
     "parse_duration",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

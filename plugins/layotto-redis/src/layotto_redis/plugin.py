@@ -1,13 +1,10 @@
-"""The `layotto` entry point of this distribution: the component types it provides."""
+"""The `layotto` entry point of this distribution: the component types it provides.
+
+Models and factories are import strings, loaded only for configured components."""
 
 from __future__ import annotations
 
 from layotto.plugin import ComponentSpec, Kind, hookimpl
-
-from layotto_redis.configuration import RedisConfigMetadata, RedisConfigStore
-from layotto_redis.lock import RedisLockMetadata, RedisLockStore
-from layotto_redis.sequencer import RedisSequencerMetadata, RedisSequencerStore
-from layotto_redis.state import RedisStateMetadata, RedisStateStore
 
 
 @hookimpl
@@ -16,29 +13,29 @@ def layotto_components() -> list[ComponentSpec]:
         ComponentSpec(
             Kind.STATE,
             "redis",
-            RedisStateMetadata,
-            RedisStateStore.create,
+            "layotto_redis.state:RedisStateMetadata",
+            "layotto_redis.state:RedisStateStore.create",
             description="Redis hashes in Dapr's layout, with ETags, TTL and transactions",
         ),
         ComponentSpec(
             Kind.CONFIGURATION,
             "redis",
-            RedisConfigMetadata,
-            RedisConfigStore.create,
+            "layotto_redis.configuration:RedisConfigMetadata",
+            "layotto_redis.configuration:RedisConfigStore.create",
             description="Dapr's value||version strings, watched through keyspace notifications",
         ),
         ComponentSpec(
             Kind.LOCK,
             "redis",
-            RedisLockMetadata,
-            RedisLockStore.create,
+            "layotto_redis.lock:RedisLockMetadata",
+            "layotto_redis.lock:RedisLockStore.create",
             description="leases with SET NX PX; owner-checked unlock and keep-alive",
         ),
         ComponentSpec(
             Kind.SEQUENCER,
             "redis",
-            RedisSequencerMetadata,
-            RedisSequencerStore.create,
+            "layotto_redis.sequencer:RedisSequencerMetadata",
+            "layotto_redis.sequencer:RedisSequencerStore.create",
             description="INCR ids, INCRBY segments, biggerThan",
         ),
     ]
