@@ -120,7 +120,7 @@ def test_entry_point_registers_configuration_apollo() -> None:
         "apollo",
         "configuration.apollo",
     )
-    assert spec.config_model is ApolloMetadata
+    assert spec.metadata_model is ApolloMetadata
 
 
 # -- mapping -------------------------------------------------------------------------------
