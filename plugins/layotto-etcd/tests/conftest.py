@@ -8,6 +8,7 @@ LAYOTTO_REQUIRE_INTEGRATION=1.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio.pytest_plugin import get_runner
 
 _SUPPORT_NAME = "layotto_etcd_test_support"
 if _SUPPORT_NAME not in sys.modules:
@@ -70,6 +72,31 @@ def own_etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # grpc.aio is asyncio-only
+
+
+# How long the shared loop keeps running after a module's last test, so that gRPC delivers the
+# completions of the calls cancelled when the last channels closed while the loop is alive.
+_SETTLE = 0.2
+
+
+async def _settle() -> None:
+    await asyncio.sleep(_SETTLE)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_event_loop_per_module() -> Iterator[None]:
+    """Every test of a module runs on one asyncio loop, closed only after it settled.
+
+    grpc.aio completes calls on a process-wide poller thread and hands each completion to the
+    loop the call was made on. `Channel.close()` cancels the channel's calls without waiting
+    for those completions, so when a test's loop closes right after (anyio gives every test a
+    loop of its own), they land on a closed loop, and the error (`RuntimeError: Event loop is
+    closed`, raised from the poller's callback) surfaces in whichever test runs next. Holding
+    anyio's runner for the whole module keeps one loop, which outlives every call made on it.
+    """
+    with get_runner("asyncio", {}) as runner:
+        yield
+        runner.run_fixture(_settle, {})
 
 
 @pytest.fixture

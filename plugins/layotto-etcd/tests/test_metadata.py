@@ -160,7 +160,7 @@ def test_plugin_declares_three_components() -> None:
     specs = {spec.qualified_type: spec for spec in layotto_components()}
     assert set(specs) == {"configuration.etcd", "lock.etcd", "sequencer.etcd"}
     assert specs["configuration.etcd"].kind is Kind.CONFIGURATION
-    assert specs["sequencer.etcd"].config_model is EtcdSequencerMetadata
+    assert specs["sequencer.etcd"].metadata_model is EtcdSequencerMetadata
 
 
 def test_prefix_end() -> None:

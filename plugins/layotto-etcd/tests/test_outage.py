@@ -281,6 +281,14 @@ async def test_authentication_and_token_renewal(
     async with asyncio.timeout(5):
         assert await anext(watch) == []
     await watch.aclose()
+    # Whether etcd still knows a token after a restart depends on its WAL replay; an expired
+    # or forgotten token makes etcd cancel a watch as "permission denied" (not as an invalid
+    # token): the watch authenticates again, like unary calls.
+    config.etcd._token = "forgotten.1"
+    watch = config.watch(f"{prefix}app")
+    async with asyncio.timeout(5):
+        assert await anext(watch) == []
+    await watch.aclose()
 
     # A wrong password: a clear startup error, without the password.
     wrong = f"wrong-{uuid.uuid4().hex}"

@@ -114,7 +114,9 @@ class ComponentSpec:
 
     @cached_property
     def metadata_model(self) -> builtins.type[ComponentMetadata]:
-        model = _load(self.config_model) if isinstance(self.config_model, str) else self.config_model
+        model = self.config_model
+        if isinstance(model, str):
+            model = _load(model)
         if not (isinstance(model, type) and issubclass(model, ComponentMetadata)):
             raise TypeError(f"{self.qualified_type}: config_model is not a ComponentMetadata")
         return model

@@ -262,6 +262,17 @@ class EtcdClient:
             return True
         return False
 
+    async def renew_token_after_watch_refused(self, reason: str, token: str | None) -> bool:
+        """For Watch: True when etcd canceled the watch as not permitted and the token has
+        been renewed. etcd checks a watch's permission against the token the stream was opened
+        with, and an expired or forgotten token (etcd restarted) comes back as the cancel
+        reason "permission denied" rather than as an "invalid auth token" error."""
+        text = reason.lower()
+        if self.settings.username and ("permission denied" in text or "auth token" in text):
+            await self._renew_token(token)
+            return True
+        return False
+
     @property
     def token(self) -> str | None:
         return self._token

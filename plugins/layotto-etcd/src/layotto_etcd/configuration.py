@@ -387,6 +387,15 @@ class EtcdConfigStore(EtcdComponent, ConfigStore):
                 return await self._create_watch(prefix, 0)
             if response.canceled or not response.created:
                 call.cancel()
+                if (
+                    attempt == 0
+                    and response.canceled
+                    and not response.compact_revision
+                    and await etcd.renew_token_after_watch_refused(
+                        str(response.cancel_reason), token
+                    )
+                ):
+                    continue  # the stream's token was stale: open a new one with a fresh token
                 raise self._canceled(response)
             return call, response
         raise AssertionError("unreachable")

@@ -14,6 +14,8 @@ on the cluster. Segments are not supported (WEAK ids call etcd directly).
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 from layotto.plugin import (
@@ -27,8 +29,10 @@ from layotto_etcd.base import EtcdComponent
 from layotto_etcd.client import cmp_mod, cmp_version_greater, op_put, op_range
 from layotto_etcd.settings import EtcdKeyPrefixSettings
 
-# ensure_bigger_than retries its compare-and-swap this often while other writers move the key.
-_CAS_ATTEMPTS = 20
+# ensure_bigger_than retries its compare-and-swap this often while other writers move the key,
+# with a short jittered pause between attempts so it does not lose the race in lockstep.
+_CAS_ATTEMPTS = 100
+_CAS_PAUSE_CAP_SECONDS = 0.05
 
 
 class EtcdSequencerMetadata(EtcdKeyPrefixSettings):
@@ -81,7 +85,7 @@ class EtcdSequencerStore(EtcdComponent, SequencerStore):
         k = self.key(key)
         if value <= 0:
             return  # ids start at 1
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             found = await self.etcd.range(k)
             if len(found.kvs):
                 kv = found.kvs[0]
@@ -98,4 +102,5 @@ class EtcdSequencerStore(EtcdComponent, SequencerStore):
             )
             if reply.succeeded:
                 return
+            await asyncio.sleep(random.uniform(0, min(_CAS_PAUSE_CAP_SECONDS, 0.001 * 2**attempt)))
         raise self.failure("biggerThan: the key kept changing under a compare-and-swap")
