@@ -7,12 +7,12 @@ upstream configs; durations take a number of seconds or Go notation (`"500ms"`, 
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from layotto.plugin import ComponentMetadata
+from layotto.plugin.durations import Duration
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from layotto_apollo.client import (
@@ -28,36 +28,8 @@ from layotto_apollo.client import (
 
 TAGS_NAMESPACE = "sidecar_config_tags"
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number, a numeric string, or a Go duration ("5s", "500ms", "1m30s")."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '5s', '500ms' or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            seconds = float(text)
-        else:
-            parts = list(_PART.finditer(text))
-            if not text or "".join(p.group(0) for p in parts) != text:
-                raise ValueError(
-                    f"{value!r} is not a duration: use e.g. '5s', '500ms' or a number of seconds"
-                )
-            seconds = sum(float(p.group(1)) * _UNITS[p.group(2)] for p in parts)
-    else:
-        raise ValueError("expected a duration such as '5s', '500ms' or a number of seconds")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} must be a positive duration")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Go duration strings or seconds (layotto.plugin.durations); every Apollo timeout must be > 0.
+PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 def _comma_list(value: Any) -> Any:
@@ -86,9 +58,9 @@ class ApolloMetadata(ComponentMetadata):
     meta_server: bool = False
     data_center: str = ""
     ip: str = ""
-    timeout: Duration = DEFAULT_READ_TIMEOUT
-    connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT
-    long_poll_timeout: Duration = DEFAULT_LONG_POLL_TIMEOUT
+    timeout: PositiveDuration = DEFAULT_READ_TIMEOUT
+    connect_timeout: PositiveDuration = DEFAULT_CONNECT_TIMEOUT
+    long_poll_timeout: PositiveDuration = DEFAULT_LONG_POLL_TIMEOUT
 
     @field_validator("address")
     @classmethod

@@ -9,6 +9,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from layotto.plugin.durations import parse_duration
+
     from layotto_etcd.configuration import (
         EtcdConfigMetadata,
         EtcdConfigStore,
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
     )
     from layotto_etcd.settings import (
         EtcdSettings,
-        parse_duration,
     )
 
 __version__ = "0.1.0"
@@ -36,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "EtcdSequencerMetadata": "layotto_etcd.sequencer",
     "EtcdSequencerStore": "layotto_etcd.sequencer",
     "EtcdSettings": "layotto_etcd.settings",
-    "parse_duration": "layotto_etcd.settings",
+    "parse_duration": "layotto.plugin.durations",
 }
 
 __all__ = [

@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from layotto.plugin.durations import parse_duration
+
     from layotto_redis.configuration import (
         RedisConfigMetadata,
         RedisConfigStore,
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     )
     from layotto_redis.settings import (
         RedisSettings,
-        parse_duration,
     )
     from layotto_redis.state import (
         RedisStateMetadata,
@@ -43,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "RedisSettings": "layotto_redis.settings",
     "RedisStateMetadata": "layotto_redis.state",
     "RedisStateStore": "layotto_redis.state",
-    "parse_duration": "layotto_redis.settings",
+    "parse_duration": "layotto.plugin.durations",
 }
 
 __all__ = [
