@@ -9,14 +9,8 @@ grpc_tools.protoc (as the workspace's tests/ do; the few lines needed are repeat
 from __future__ import annotations
 
 import asyncio
-import http.client
-import importlib
-import json
-import os
 import queue
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,14 +21,13 @@ from typing import Any
 import aetcd  # type: ignore[import-untyped]
 import grpc
 import pytest
+from layotto.testing.sidecar import SidecarProcess, runtime_stubs
 from layotto_etcd_test_support import EtcdServer
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PROTO_ROOT = REPO_ROOT / "proto" / "layotto"
-RUNTIME_PROTO_DIR = PROTO_ROOT / "spec" / "proto" / "runtime" / "v1"
-READY_TIMEOUT = 20.0
 RPC_TIMEOUT = 5.0
 APP_ID = "etcd-e2e"
 CONFIG_STORE = "etcd-config"
@@ -47,121 +40,14 @@ LATENCY_BUDGET = 0.100  # a direct etcd write reaches a subscriber within 100 ms
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
-    from grpc_tools import protoc
-
-    out_dir = tmp_path_factory.mktemp("etcd-pb2")
-    well_known = Path(protoc.__file__).parent / "_proto"
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in RUNTIME_PROTO_DIR.glob("*.proto"))
-    assert sources, f"no .proto files under {RUNTIME_PROTO_DIR}"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{well_known}",
-            f"--python_out={out_dir}",
-            f"--grpc_python_out={out_dir}",
-            *sources,
-        ]
-    )
-    assert rc == 0, f"grpc_tools.protoc failed ({rc})"
-    if str(out_dir) not in sys.path:
-        sys.path.insert(0, str(out_dir))
-    importlib.invalidate_caches()
-    return (
-        importlib.import_module("spec.proto.runtime.v1.runtime_pb2"),
-        importlib.import_module("spec.proto.runtime.v1.runtime_pb2_grpc"),
-    )
+    return runtime_stubs(tmp_path_factory.mktemp("etcd-pb2"), PROTO_ROOT)
 
 
 # -- the sidecar ---------------------------------------------------------------------------
 
 
-class Sidecar:
-    def __init__(self, resources: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "layotto",
-                "run",
-                "--resources-path",
-                str(resources),
-                "--app-id",
-                APP_ID,
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--log-format",
-                "json",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO_ROOT,
-            env={**_env(), "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.grpc_port = self.http_port = 0
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.channel: grpc.Channel | None = None
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("msg") == "layotto is ready":
-                self.grpc_port, self.http_port = int(event["grpc_port"]), int(event["http_port"])
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> None:
-        assert self._ready.wait(READY_TIMEOUT), f"no ready line:\n{self.log()}"
-        assert self.grpc_port, f"sidecar exited before it was ready:\n{self.log()}"
-        self.wait_readiness(200)
-
-    def wait_readiness(self, status: int, within: float = READY_TIMEOUT) -> float:
-        start = time.monotonic()
-        while self.readiness() != status:
-            assert time.monotonic() - start < within, f"readiness never {status}:\n{self.log()}"
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def readiness(self) -> int | None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=1.0)
-        try:
-            conn.request("GET", "/actuator/health/readiness")
-            return conn.getresponse().status
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            conn.close()
-
-    def stub(self, pb2_grpc: ModuleType) -> Any:
-        if self.channel is None:
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        return pb2_grpc.RuntimeStub(self.channel)
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def kill(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("LAYOTTO_API_TOKEN", "RUNTIME_CONFIG")}
+def Sidecar(resources: Path) -> SidecarProcess:
+    return SidecarProcess(["--resources-path", str(resources), "--app-id", APP_ID], cwd=REPO_ROOT)
 
 
 def write_resources(directory: Path, address: str) -> Path:
@@ -185,7 +71,7 @@ def write_resources(directory: Path, address: str) -> Path:
 
 
 @pytest.fixture
-def sidecar(own_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Sidecar]:
+def sidecar(own_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[SidecarProcess]:
     car = Sidecar(write_resources(tmp_path / "resources", own_etcd_server.address))
     try:
         car.wait_ready()
@@ -285,7 +171,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def test_direct_etcd_writes_reach_a_subscriber(
-    sidecar: Sidecar, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -324,7 +210,7 @@ def test_direct_etcd_writes_reach_a_subscriber(
 
 
 def test_configuration_api_uses_the_etcd_layout(
-    sidecar: Sidecar, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -366,7 +252,7 @@ def test_configuration_api_uses_the_etcd_layout(
 
 
 def test_lock_and_sequencer(
-    sidecar: Sidecar, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, writer: EtcdWriter, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -419,7 +305,7 @@ def test_lock_and_sequencer(
 
 
 def test_outage_readiness_and_resubscribe(
-    sidecar: Sidecar,
+    sidecar: SidecarProcess,
     own_etcd_server: EtcdServer,
     writer: EtcdWriter,
     pb: tuple[ModuleType, ModuleType],

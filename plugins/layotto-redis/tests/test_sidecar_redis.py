@@ -8,15 +8,9 @@ grpc_tools.protoc (as the workspace's tests/ do; the few lines needed are repeat
 
 from __future__ import annotations
 
-import http.client
-import importlib
-import json
 import math
-import os
 import queue
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,14 +21,13 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from layotto.testing.sidecar import SidecarProcess, runtime_stubs
 from layotto_redis_test_support import RedisServer
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PROTO_ROOT = REPO_ROOT / "proto" / "layotto"
-RUNTIME_PROTO_DIR = PROTO_ROOT / "spec" / "proto" / "runtime" / "v1"
-READY_TIMEOUT = 20.0
 RPC_TIMEOUT = 5.0
 DETECT_WITHIN = 2.0  # readiness must follow Redis within 2 s, both ways
 APP_ID = "redis-e2e"
@@ -45,117 +38,14 @@ APP_ID = "redis-e2e"
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
-    from grpc_tools import protoc
-
-    out_dir = tmp_path_factory.mktemp("redis-pb2")
-    well_known = Path(protoc.__file__).parent / "_proto"
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in RUNTIME_PROTO_DIR.glob("*.proto"))
-    assert sources, f"no .proto files under {RUNTIME_PROTO_DIR}"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{well_known}",
-            f"--python_out={out_dir}",
-            f"--grpc_python_out={out_dir}",
-            *sources,
-        ]
-    )
-    assert rc == 0, f"grpc_tools.protoc failed ({rc})"
-    if str(out_dir) not in sys.path:
-        sys.path.insert(0, str(out_dir))
-    importlib.invalidate_caches()
-    return (
-        importlib.import_module("spec.proto.runtime.v1.runtime_pb2"),
-        importlib.import_module("spec.proto.runtime.v1.runtime_pb2_grpc"),
-    )
+    return runtime_stubs(tmp_path_factory.mktemp("redis-pb2"), PROTO_ROOT)
 
 
 # -- the sidecar ---------------------------------------------------------------------------
 
 
-class Sidecar:
-    def __init__(self, resources: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "layotto",
-                "run",
-                "--resources-path",
-                str(resources),
-                "--app-id",
-                APP_ID,
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--log-format",
-                "json",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO_ROOT,
-            env={**_env(), "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.grpc_port = self.http_port = 0
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.channel: grpc.Channel | None = None
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("msg") == "layotto is ready":
-                self.grpc_port, self.http_port = int(event["grpc_port"]), int(event["http_port"])
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> None:
-        assert self._ready.wait(READY_TIMEOUT), f"no ready line:\n{self.log()}"
-        assert self.grpc_port, f"sidecar exited before it was ready:\n{self.log()}"
-        deadline = time.monotonic() + READY_TIMEOUT
-        while self.readiness() != 200:
-            assert time.monotonic() < deadline, f"readiness never 200:\n{self.log()}"
-            time.sleep(0.05)
-
-    def readiness(self) -> int | None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=1.0)
-        try:
-            conn.request("GET", "/actuator/health/readiness")
-            return conn.getresponse().status
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            conn.close()
-
-    def stub(self, pb2_grpc: ModuleType) -> Any:
-        if self.channel is None:
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        return pb2_grpc.RuntimeStub(self.channel)
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def kill(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("LAYOTTO_API_TOKEN", "RUNTIME_CONFIG")}
+def Sidecar(resources: Path) -> SidecarProcess:
+    return SidecarProcess(["--resources-path", str(resources), "--app-id", APP_ID], cwd=REPO_ROOT)
 
 
 def write_resources(directory: Path, address: str) -> Path:
@@ -206,7 +96,7 @@ spec:
 
 
 @pytest.fixture
-def sidecar(own_redis_server: RedisServer, tmp_path: Path) -> Iterator[Sidecar]:
+def sidecar(own_redis_server: RedisServer, tmp_path: Path) -> Iterator[SidecarProcess]:
     car = Sidecar(write_resources(tmp_path / "resources", own_redis_server.address))
     try:
         car.wait_ready()
@@ -227,7 +117,7 @@ def code_of(call: Any) -> grpc.StatusCode | None:
 
 
 def test_state(
-    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -293,7 +183,7 @@ def test_state(
 
 
 def test_lock(
-    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -338,7 +228,7 @@ def test_lock(
     assert try_lock("bob") is True
 
 
-def test_sequencer(sidecar: Sidecar, pb: tuple[ModuleType, ModuleType]) -> None:
+def test_sequencer(sidecar: SidecarProcess, pb: tuple[ModuleType, ModuleType]) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
     strong = pb2.SequencerOptions(increment=pb2.SequencerOptions.STRONG)
@@ -359,7 +249,7 @@ def test_sequencer(sidecar: Sidecar, pb: tuple[ModuleType, ModuleType]) -> None:
 
 
 def test_outage_through_the_sidecar(
-    sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+    sidecar: SidecarProcess, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     pb2, pb2_grpc = pb
     stub = sidecar.stub(pb2_grpc)
@@ -435,7 +325,7 @@ spec:
 
 
 @pytest.fixture
-def config_sidecar(own_redis_server: RedisServer, tmp_path: Path) -> Iterator[Sidecar]:
+def config_sidecar(own_redis_server: RedisServer, tmp_path: Path) -> Iterator[SidecarProcess]:
     own_redis_server.command("CONFIG", "SET", "notify-keyspace-events", "")  # the sidecar's job
     car = Sidecar(write_config_resources(tmp_path / "resources", own_redis_server.address))
     try:
@@ -480,7 +370,7 @@ class Subscriber:
 
 
 def test_configuration(
-    config_sidecar: Sidecar, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
+    config_sidecar: SidecarProcess, own_redis_server: RedisServer, pb: tuple[ModuleType, ModuleType]
 ) -> None:
     """Writes made straight to Redis (redis-py, Dapr's `SET key "value||N"`) reach a
     SubscribeConfiguration stream within 100 ms; the latency is measured over 50 writes."""
