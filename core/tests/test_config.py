@@ -67,6 +67,7 @@ def test_no_sources_gives_the_embedded_default() -> None:
     built = [(c.kind, c.name, c.type, c.source) for c in config.components]
     for kind, name in [
         (Kind.STATE, "statestore"),
+        (Kind.PUBSUB, "pubsub"),
         (Kind.CONFIGURATION, "configstore"),
         (Kind.LOCK, "lockstore"),
         (Kind.SEQUENCER, "sequencer"),

@@ -95,9 +95,26 @@ class ServerConfig(_Model):
     grace_period: float = Field(default=5.0, ge=0)
 
 
+class PubSubDeliveryConfig(_Model):
+    """How the sidecar delivers subscribed messages to the app (callback and streaming)."""
+
+    # Deliveries in flight per subscription, and messages received but not yet settled.
+    concurrency: int = Field(default=16, ge=1)
+    mailbox: int = Field(default=256, ge=1)
+    # Redelivery backoff after RETRY or an error: exponential from the first to the cap.
+    retry_initial_interval: float = Field(default=0.1, gt=0)
+    retry_max_interval: float = Field(default=10.0, gt=0)
+    # Redeliveries before a message goes to its dead-letter topic (subscription metadata
+    # `maxRetries` overrides it); without a dead-letter topic a message is retried for ever.
+    max_retries: int = Field(default=5, ge=0)
+    # Seconds one OnTopicEvent call may take before it counts as failed (and is redelivered).
+    app_timeout: float = Field(default=60.0, gt=0)
+
+
 class RuntimeConfig(_Model):
     app: AppConfig = AppConfig()
     server: ServerConfig = ServerConfig()
+    pubsub: PubSubDeliveryConfig = PubSubDeliveryConfig()
     components: tuple[ComponentConfig, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
@@ -115,7 +132,7 @@ class RuntimeConfig(_Model):
 
 def embedded_default_components() -> tuple[ComponentConfig, ...]:
     # The blocks with an in-memory component.
-    kinds = (Kind.STATE, Kind.CONFIGURATION, Kind.LOCK, Kind.SEQUENCER)
+    kinds = (Kind.STATE, Kind.PUBSUB, Kind.CONFIGURATION, Kind.LOCK, Kind.SEQUENCER)
     return tuple(
         ComponentConfig(name=DEFAULT_COMPONENT_NAMES[kind], kind=kind, type="in-memory")
         for kind in kinds

@@ -20,10 +20,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from layotto.actors.api_server import ApiServer
+from layotto.actors.base import Actor
 from layotto.actors.config_watchers import ConfigWatchers
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
+from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
+from layotto.api.app_callback import AppCallbackClient
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
@@ -34,6 +37,8 @@ from layotto.plugin import Health, HealthStatus
 from layotto.plugins import Catalog
 from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
+from layotto.services.pubsub import PubSubService
+from layotto.services.pubsub_delivery import DeliveryPolicy
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 from layotto.version import runtime_version
@@ -53,6 +58,7 @@ class Runtime:
     http_port: int | None = None
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
+    dispatcher: PubSubDispatcher | None = None  # set while serving, with an app port
 
     def info(self) -> dict[str, Any]:
         return {
@@ -80,6 +86,7 @@ class Runtime:
             ],
             "subscriptions": {
                 "configuration": self.config_watchers.info() if self.config_watchers else [],
+                "pubsub": self.dispatcher.info() if self.dispatcher else [],
             },
         }
 
@@ -100,7 +107,15 @@ class Runtime:
             "runtimeVersion": runtime_version(),
             "components": components,
             "extended": {},
-            "subscriptions": [],
+            "subscriptions": [
+                {
+                    "pubsubname": s["pubsubName"],
+                    "topic": s["topic"],
+                    "deadLetterTopic": s["deadLetterTopic"],
+                    "type": "PROGRAMMATIC",
+                }
+                for s in (self.dispatcher.info() if self.dispatcher else [])
+            ],
             "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False},
         }
         if self.config.app.port:
@@ -124,6 +139,7 @@ class Runtime:
                 LockService(self.components, config.app.id),
                 sequencer,
                 ConfigurationService(self.components, watchers),
+                PubSubService(self.components, policy=_delivery_policy(config)),
             )
             # The sequencer's background segment loads and the configuration watchers live in
             # task groups of their own that outlive the API: they close after the drain,
@@ -165,9 +181,36 @@ class Runtime:
         )
         checker = HealthAggregator(self.health, self.components)
         supervisor = Supervisor(self.health)
+        actors: list[Actor] = [http, checker, api]
+        app_client: AppCallbackClient | None = None
+        if config.app.port:
+            app_client = AppCallbackClient(
+                config.app.host, config.app.port, delivery_timeout=config.pubsub.app_timeout
+            )
+            self.dispatcher = PubSubDispatcher(
+                services.pubsub, app_client, self.health, grace_period=config.server.grace_period
+            )
+            actors.append(self.dispatcher)
+        try:
+            await self._run_actors(supervisor, actors, (api, http), gate, task_status)
+        finally:
+            self.dispatcher = None
+            if app_client is not None:
+                app_client.close()
+
+    async def _run_actors(
+        self,
+        supervisor: Supervisor,
+        actors: list[Actor],
+        servers: tuple[ApiServer, HttpServer],
+        gate: CallGate,
+        task_status: TaskStatus[None],
+    ) -> None:
+        config = self.config
+        api, http = servers
         async with anyio.create_task_group() as tg:
             # HTTP first, so probes answer (INIT) while the rest starts.
-            await tg.start(supervisor.run, [http, checker, api])
+            await tg.start(supervisor.run, actors)
             self.grpc_port, self.http_port = api.bound_port, http.bound_port
             self.health.set(STARTUP, Health.up(), BOTH)
             log.info(
@@ -179,6 +222,9 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 self.health.set(STARTUP, Health(HealthStatus.DOWN, {"reason": "shutdown"}), BOTH)
                 grace = config.server.grace_period
+                if self.dispatcher is not None:
+                    # Deliveries drain alongside the calls, within the same grace period.
+                    self.dispatcher.begin_drain(grace)
                 drained = await gate.drain(grace)
                 if not drained:
                     log.warning(
@@ -188,6 +234,17 @@ class Runtime:
                     )
                 await supervisor.stop()
             tg.cancel_scope.cancel()
+
+
+def _delivery_policy(config: RuntimeConfig) -> DeliveryPolicy:
+    delivery = config.pubsub
+    return DeliveryPolicy(
+        concurrency=delivery.concurrency,
+        mailbox=delivery.mailbox,
+        retry_initial_interval=delivery.retry_initial_interval,
+        retry_max_interval=delivery.retry_max_interval,
+        max_retries=delivery.max_retries,
+    )
 
 
 async def run_until_signalled(runtime: Runtime) -> None:

@@ -18,7 +18,7 @@ Options come from the `runtime_options` fixture, a dict with any of `config`, `c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,10 @@ import anyio
 import grpclib.const
 import httpx
 import pytest
-from anyio.abc import TaskStatus
 from grpclib.client import Channel
 from layotto._proto.spec.proto.extension.v1 import cryption, delay_queue, email, phone, s3, sms
 from layotto._proto.spec.proto.runtime import v1 as pb
-from layotto.config import ComponentConfig, RuntimeConfig, load_config
+from layotto.config import ComponentConfig, RuntimeConfig
 from layotto.plugin import (
     ComponentContext,
     ComponentMetadata,
@@ -45,78 +44,14 @@ from layotto.plugin import (
     StateStore,
     TransactionOperation,
 )
-from layotto.plugins import Catalog, PluginInfo, load_catalog
+from layotto.plugins import Catalog, PluginInfo
 from layotto.runtime import Runtime
-
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
+from layotto.testing.runtime import Sidecar, run_sidecar
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@dataclass
-class Sidecar:
-    runtime: Runtime
-    stopped: anyio.Event  # set once serve() has returned (or raised)
-
-    @property
-    def host(self) -> str:
-        return self.runtime.config.server.host
-
-    @property
-    def grpc_port(self) -> int:
-        assert self.runtime.grpc_port
-        return self.runtime.grpc_port
-
-    @property
-    def http_url(self) -> str:
-        assert self.runtime.http_port
-        return f"http://{self.host}:{self.runtime.http_port}"
-
-    def channel(self) -> Channel:
-        return Channel(self.host, self.grpc_port)
-
-    async def stop(self, within: float = STOP_TIMEOUT) -> None:
-        """Begin shutdown and wait (bounded) for serve() to return."""
-        self.runtime.shutdown.set()
-        with anyio.fail_after(within):
-            await self.stopped.wait()
-
-
-@asynccontextmanager
-async def run_sidecar(
-    config: RuntimeConfig | None = None,
-    catalog: Catalog | None = None,
-    *,
-    api_token: str | None = None,
-    grace_period: float | None = None,
-) -> AsyncIterator[Sidecar]:
-    base = config if config is not None else load_config()
-    runtime = Runtime(
-        base.with_overrides(
-            grpc_port=0, http_port=0, api_token=api_token, grace_period=grace_period
-        ),
-        catalog if catalog is not None else load_catalog(),
-    )
-    stopped = anyio.Event()
-
-    async def serve(*, task_status: TaskStatus[None]) -> None:
-        try:
-            await runtime.serve(task_status=task_status)
-        finally:
-            stopped.set()
-
-    async with anyio.create_task_group() as tg:
-        with anyio.fail_after(START_TIMEOUT):
-            await tg.start(serve)
-        sidecar = Sidecar(runtime, stopped)
-        try:
-            yield sidecar
-        finally:
-            await sidecar.stop()
 
 
 SidecarFactory = Callable[..., AbstractAsyncContextManager[Sidecar]]

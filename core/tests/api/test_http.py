@@ -171,6 +171,12 @@ async def test_metadata_has_the_dapr_shape(http: httpx.AsyncClient) -> None:
             "version": "v1",
             "capabilities": ["ETAG", "TRANSACTIONAL", "TTL"],
         },
+        {
+            "name": "pubsub",
+            "type": "pubsub.in-memory",
+            "version": "v1",
+            "capabilities": ["MESSAGE_TTL"],
+        },
         {"name": "lockstore", "type": "lock.in-memory", "version": "v1"},
         {"name": "sequencer", "type": "sequencer.in-memory", "version": "v1"},
     ]

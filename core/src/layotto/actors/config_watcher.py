@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from layotto.actors.config_changes import ChangeTracker, Read
 from layotto.actors.config_fanout import Subscriber
-from layotto.actors.supervisor import backoff_delay
+from layotto.backoff import backoff_delay
 from layotto.errors import ComponentError, LayottoError, ShuttingDown
 from layotto.health import HealthRegistry, Probe
 from layotto.plugin import ConfigItem, ConfigQuery, ConfigStore, Health, HealthStatus

@@ -4,7 +4,6 @@ too often (FATAL: the runtime exits non-zero)."""
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -13,23 +12,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from layotto.actors.base import Actor
+from layotto.backoff import backoff_delay
 from layotto.health import HealthRegistry, Probe
 from layotto.plugin import Health, HealthStatus
 
 log = logging.getLogger(__name__)
 
-
-_RNG = random.Random()
-
-
-def backoff_delay(
-    attempt: int, *, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None
-) -> float:
-    """Equal-jitter exponential backoff: in [d/2, d], d = min(cap, base * 2**attempt)."""
-    # 2.0 ** 1023 is the largest finite power; past the cap the exponent no longer matters.
-    ceiling = min(cap, base * 2.0 ** min(attempt, 1023))
-    jitter: float = (rng or _RNG).uniform(0, ceiling / 2)
-    return float(ceiling / 2 + jitter)
+__all__ = ["FatalError", "Supervisor", "backoff_delay", "first_leaf"]
 
 
 def first_leaf(err: BaseException) -> BaseException:

@@ -12,33 +12,18 @@ reading ends with RESOURCE_EXHAUSTED. Either way the client subscribes again.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import anyio
 from anyio.abc import TaskGroup
 from grpclib.server import Stream
 
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.config_messages import to_pb, wants_initial_values
+from layotto.api.stream_errors import reraise_stream_failure
 from layotto.errors import ShuttingDown
 from layotto.services.config_subscription import Subscription
 from layotto.services.configuration import ConfigurationService
 
 SubscribeStream = Stream[pb.SubscribeConfigurationRequest, pb.SubscribeConfigurationResponse]
-
-
-def _cancelled(err: BaseException) -> bool:
-    return isinstance(err, anyio.get_cancelled_exc_class())
-
-
-def _first_error(group: BaseExceptionGroup[Any]) -> BaseException | None:
-    """The first leaf of `group` that is not a cancellation."""
-    for err in group.exceptions:
-        found = _first_error(err) if isinstance(err, BaseExceptionGroup) else err
-        if found is not None and not _cancelled(found):
-            return found
-    return None
 
 
 class ConfigSubscriptions:
@@ -87,15 +72,7 @@ class ConfigSubscriptions:
                 tg.start_soon(receive, tg)
                 tg.start_soon(end_on_drain)
         except BaseExceptionGroup as group:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Torn down from outside (the client left, the server stops) while a task
-                # failed: the cancellation wins, as grpclib expects.
-                raise asyncio.CancelledError from None
-            error = _first_error(group)
-            if error is None:
-                raise
-            raise error from None
+            reraise_stream_failure(group)
         finally:
             for subscription in subscriptions:
                 subscription.close()

@@ -14,6 +14,7 @@ from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
 from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
+from layotto.services.pubsub import PubSubService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
@@ -54,6 +55,7 @@ class ApiServices:
     lock: LockService
     sequencer: SequencerService
     configuration: ConfigurationService
+    pubsub: PubSubService
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ def build_grpc_services(
                 services.lock,
                 services.sequencer,
                 services.configuration,
+                services.pubsub,
                 gate.drain_started,
             ),
             "Runtime",

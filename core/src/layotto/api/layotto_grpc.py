@@ -11,6 +11,7 @@ from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.config_messages import from_pb, to_pb
 from layotto.api.config_stream import ConfigSubscriptions
+from layotto.api.pubsub_grpc import PublishHandler, TopicEventStreams
 from layotto.errors import InvalidArgument, Unsupported
 from layotto.plugin import (
     Concurrency,
@@ -22,10 +23,13 @@ from layotto.plugin import (
 )
 from layotto.services.configuration import ConfigurationService
 from layotto.services.lock import LockService
+from layotto.services.pubsub import PubSubService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
 SUBSCRIBE_CONFIGURATION = "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration"
+PUBLISH_EVENT = "/spec.proto.runtime.v1.Runtime/PublishEvent"
+SUBSCRIBE_TOPIC_EVENTS = "/spec.proto.runtime.v1.Runtime/SubscribeTopicEvents"
 
 # Which building block each Runtime RPC belongs to; named in UNIMPLEMENTED answers.
 RUNTIME_BUILDING_BLOCKS: Mapping[str, str] = {
@@ -148,19 +152,24 @@ class LayottoRuntime(pb.RuntimeBase):
         lock: LockService,
         sequencer: SequencerService,
         configuration: ConfigurationService,
+        pubsub: PubSubService,
         drain_started: anyio.Event,
     ) -> None:
         self._state = state
         self._lock = lock
         self._sequencer = sequencer
         self._configuration = configuration
-        self._subscriptions = ConfigSubscriptions(configuration, drain_started)
+        self._stream_handlers = {
+            # The bidi streams read and write at once; PublishEvent sets a response header.
+            SUBSCRIBE_CONFIGURATION: ConfigSubscriptions(configuration, drain_started).handle,
+            PUBLISH_EVENT: PublishHandler(pubsub).handle,
+            SUBSCRIBE_TOPIC_EVENTS: TopicEventStreams(pubsub, drain_started).handle,
+        }
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        # The bidi SubscribeConfiguration needs the stream itself (to read and write at once).
         mapping: dict[str, grpclib.const.Handler] = super().__mapping__()
-        handler = mapping[SUBSCRIBE_CONFIGURATION]
-        mapping[SUBSCRIBE_CONFIGURATION] = handler._replace(func=self._subscriptions.handle)
+        for path, func in self._stream_handlers.items():
+            mapping[path] = mapping[path]._replace(func=func)
         return mapping
 
     # -- configuration ---------------------------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from layotto.builtin.memory_config import InMemoryConfigMetadata, InMemoryConfigStore
 from layotto.builtin.memory_lock import InMemoryLockMetadata, InMemoryLockStore
+from layotto.builtin.memory_pubsub import InMemoryPubSub, InMemoryPubSubMetadata
 from layotto.builtin.memory_sequencer import InMemorySequencer, InMemorySequencerMetadata
 from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
 from layotto.plugin import ComponentSpec, Kind, hookimpl
@@ -16,6 +17,13 @@ def layotto_components() -> list[ComponentSpec]:
             InMemoryStateMetadata,
             InMemoryStateStore.create,
             description="process-local state with ETags, TTL and transactions",
+        ),
+        ComponentSpec(
+            Kind.PUBSUB,
+            "in-memory",
+            InMemoryPubSubMetadata,
+            InMemoryPubSub.create,
+            description="process-local topics with consumer groups, redelivery and TTL",
         ),
         ComponentSpec(
             Kind.CONFIGURATION,

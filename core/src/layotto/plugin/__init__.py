@@ -43,6 +43,19 @@ from layotto.plugin.errors import (
 )
 from layotto.plugin.hookspecs import hookimpl, hookspec
 from layotto.plugin.lock import LockStatus, LockStore
+from layotto.plugin.pubsub import (
+    DEAD_LETTER_TOPIC_METADATA,
+    MAX_RETRIES_METADATA,
+    PARTITION_KEY_METADATA,
+    RAW_PAYLOAD_METADATA,
+    TTL_SECONDS_METADATA,
+    Message,
+    PublishRequest,
+    PubSub,
+    PubSubFeature,
+    SubscribeRequest,
+    Subscription,
+)
 from layotto.plugin.sequencer import Segment, SequencerStore
 from layotto.plugin.state import (
     TTL_EXPIRE_METADATA,
@@ -61,9 +74,14 @@ from layotto.plugin.state import (
 )
 
 __all__ = [
+    "DEAD_LETTER_TOPIC_METADATA",
     "DELETED_METADATA",
+    "MAX_RETRIES_METADATA",
+    "PARTITION_KEY_METADATA",
+    "RAW_PAYLOAD_METADATA",
     "TTL_EXPIRE_METADATA",
     "TTL_METADATA",
+    "TTL_SECONDS_METADATA",
     "VERSION_METADATA",
     "BackendTimeout",
     "BackendUnavailable",
@@ -93,10 +111,16 @@ __all__ = [
     "LayottoError",
     "LockStatus",
     "LockStore",
+    "Message",
+    "PubSub",
+    "PubSubFeature",
+    "PublishRequest",
     "Segment",
     "SequencerStore",
     "SetRequest",
     "StateStore",
+    "SubscribeRequest",
+    "Subscription",
     "TransactionOperation",
     "Unsupported",
     "hookimpl",

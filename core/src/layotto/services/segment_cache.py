@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from layotto.actors.supervisor import backoff_delay
+from layotto.backoff import backoff_delay
 from layotto.errors import BackendTimeout, BackendUnavailable, ComponentError, LayottoError
 from layotto.plugin import Segment
 

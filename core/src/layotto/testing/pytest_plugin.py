@@ -9,11 +9,15 @@ kits' asserts, so a failing scenario shows the values it compared.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
-from layotto.plugin import LockStore, SequencerStore
+from layotto.plugin import LockStore, PubSub, SequencerStore
 from layotto.testing.integration import REQUIRE_INTEGRATION_ENV, integration_required
+
+if TYPE_CHECKING:
+    from layotto.testing.conformance.pubsub import PubSubHarness
 
 # Before any test module imports the kits.
 pytest.register_assert_rewrite("layotto.testing.conformance")
@@ -43,3 +47,14 @@ def sequencer_store_factory() -> Callable[[], Awaitable[SequencerStore]] | None:
     """Override with an async callable returning another initialised sequencer store on the same
     backend (the kit closes it). None skips the cross-instance conformance scenarios."""
     return None
+
+
+@pytest.fixture
+def pubsub_harness(pubsub: PubSub) -> PubSubHarness:
+    """What the pub/sub conformance kit drives. By default the plugin's `pubsub` fixture (an
+    initialised component) behind the sidecar's envelope and delivery engine
+    (`ComponentHarness`); override it to tune that harness or to drive something else."""
+    # Imported here: the kit must not be imported before its asserts are set to be rewritten.
+    from layotto.testing.conformance.pubsub import ComponentHarness
+
+    return ComponentHarness(pubsub)

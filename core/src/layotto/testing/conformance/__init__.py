@@ -1,4 +1,4 @@
-"""Conformance kits for component authors (the checklist: conformance.md §1, §3, §4, §5).
+"""Conformance kits for component authors (the checklist: conformance.md §1 to §5).
 
 Subclass a kit in a test module under a `Test*` name and provide the store fixture::
 
@@ -21,6 +21,9 @@ Subclass a kit in a test module under a `Test*` name and provide the store fixtu
 - `ConfigStoreConformance`: fixtures `config_store` and `config_updater` (a `ConfigUpdater`
   writing straight to the backend); optional `config_app_id`, `config_groups`, `config_labels`,
   `config_label`.
+- `PubSubConformance`: fixture `pubsub` (the default `pubsub_harness` wraps it in a
+  `ComponentHarness`: the sidecar's envelope and delivery engine over the component), or
+  `pubsub_harness` itself (any `PubSubHarness`, e.g. one driving a running sidecar).
 
 The kits are not collected themselves (their names do not start with `Test`). Every test runs
 under anyio on asyncio; override the `anyio_backend` fixture in the subclass to run on trio too.
@@ -29,13 +32,23 @@ See each module and `layotto/testing/README.md` for the details.
 
 from layotto.testing.conformance.configuration import ConfigStoreConformance, ConfigUpdater
 from layotto.testing.conformance.lock import LockStoreConformance
+from layotto.testing.conformance.pubsub import (
+    ComponentHarness,
+    Handler,
+    PubSubConformance,
+    PubSubHarness,
+)
 from layotto.testing.conformance.sequencer import SequencerStoreConformance
 from layotto.testing.conformance.state import StateStoreConformance
 
 __all__ = [
+    "ComponentHarness",
     "ConfigStoreConformance",
     "ConfigUpdater",
+    "Handler",
     "LockStoreConformance",
+    "PubSubConformance",
+    "PubSubHarness",
     "SequencerStoreConformance",
     "StateStoreConformance",
 ]
