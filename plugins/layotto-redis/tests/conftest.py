@@ -33,6 +33,8 @@ from layotto_redis import (  # noqa: E402
     RedisConfigStore,
     RedisLockMetadata,
     RedisLockStore,
+    RedisPubSub,
+    RedisPubSubMetadata,
     RedisSequencerMetadata,
     RedisSequencerStore,
     RedisStateMetadata,
@@ -45,8 +47,8 @@ from layotto_redis_test_support import (  # noqa: E402
 )
 
 
-def _server(tmp: Path, password: str = "") -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary(), tmp, password)
+def _server(tmp: Path, password: str = "", *, durable: bool = False) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary(), tmp, password, durable=durable)
     server.start()
     try:
         yield server
@@ -69,6 +71,13 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private server for this test that fsyncs every write (append-only file), so it can be
+    SIGKILLed and restarted without losing acknowledged writes."""
+    yield from _server(tmp_path, durable=True)
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis.asyncio is asyncio-only
 
@@ -82,6 +91,7 @@ KINDS: dict[str, tuple[Any, Any]] = {
     "state": (RedisStateMetadata, RedisStateStore),
     "configuration": (RedisConfigMetadata, RedisConfigStore),
     "lock": (RedisLockMetadata, RedisLockStore),
+    "pubsub": (RedisPubSubMetadata, RedisPubSub),
     "sequencer": (RedisSequencerMetadata, RedisSequencerStore),
 }
 

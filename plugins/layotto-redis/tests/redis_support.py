@@ -42,10 +42,15 @@ def _ping(port: int, password: str = "") -> bool:
 class RedisServer:
     """A redis-server subprocess on a fixed port: stop it, pause it, start it again."""
 
-    def __init__(self, binary: str, workdir: Path, password: str = "") -> None:
+    def __init__(
+        self, binary: str, workdir: Path, password: str = "", *, durable: bool = False
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.password = password
+        # Durable: every write is fsynced to an append-only file before Redis answers, so a
+        # SIGKILL loses nothing that was acknowledged (for broker-crash tests).
+        self.durable = durable
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -66,7 +71,8 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.durable else "no",
+            *(["--appendfsync", "always"] if self.durable else []),
             "--daemonize",
             "no",
             "--dir",

@@ -1,5 +1,5 @@
-"""Redis components for Layotto for Python: `state.redis`, `configuration.redis`, `lock.redis`,
-`sequencer.redis`."""
+"""Redis components for Layotto for Python: `state.redis`, `configuration.redis`,
+`pubsub.redis`, `lock.redis`, `sequencer.redis`."""
 
 # Exports load on first use: the sidecar imports this package to list the plugin, and
 # must not pay for the backend client until a component of this plugin is configured.
@@ -20,11 +20,16 @@ if TYPE_CHECKING:
         RedisLockMetadata,
         RedisLockStore,
     )
+    from layotto_redis.pubsub import (
+        RedisPubSub,
+        RedisSubscription,
+    )
     from layotto_redis.sequencer import (
         RedisSequencerMetadata,
         RedisSequencerStore,
     )
     from layotto_redis.settings import (
+        RedisPubSubMetadata,
         RedisSettings,
     )
     from layotto_redis.state import (
@@ -39,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "RedisConfigStore": "layotto_redis.configuration",
     "RedisLockMetadata": "layotto_redis.lock",
     "RedisLockStore": "layotto_redis.lock",
+    "RedisPubSub": "layotto_redis.pubsub",
+    "RedisPubSubMetadata": "layotto_redis.settings",
+    "RedisSubscription": "layotto_redis.pubsub",
     "RedisSequencerMetadata": "layotto_redis.sequencer",
     "RedisSequencerStore": "layotto_redis.sequencer",
     "RedisSettings": "layotto_redis.settings",
@@ -52,11 +60,14 @@ __all__ = [
     "RedisConfigStore",
     "RedisLockMetadata",
     "RedisLockStore",
+    "RedisPubSub",
+    "RedisPubSubMetadata",
     "RedisSequencerMetadata",
     "RedisSequencerStore",
     "RedisSettings",
     "RedisStateMetadata",
     "RedisStateStore",
+    "RedisSubscription",
     "__version__",
     "parse_duration",
 ]

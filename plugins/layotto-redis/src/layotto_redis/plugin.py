@@ -25,6 +25,13 @@ def layotto_components() -> list[ComponentSpec]:
             description="Dapr's value||version strings, watched through keyspace notifications",
         ),
         ComponentSpec(
+            Kind.PUBSUB,
+            "redis",
+            "layotto_redis.settings:RedisPubSubMetadata",
+            "layotto_redis.pubsub:RedisPubSub.create",
+            description="Redis Streams and consumer groups; pending entries redelivered",
+        ),
+        ComponentSpec(
             Kind.LOCK,
             "redis",
             "layotto_redis.lock:RedisLockMetadata",

@@ -7,11 +7,12 @@ durations accept Go's notation ("5s", "500ms", "1m30s") as well as a plain numbe
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from layotto.plugin import ComponentMetadata
-from layotto.plugin.durations import Duration
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from layotto.plugin.durations import Duration, parse_duration
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -103,6 +104,64 @@ class RedisSettings(ComponentMetadata):
         """Strings that must never appear in an error message."""
         found = [self.password, self.redis_host, self.host, f"{self.host}:{self.port}"]
         return [s for s in found if s]
+
+
+def _stream_duration(value: Any) -> Any:
+    """Dapr documents a bare number for `processingTimeout` and `redeliverInterval` as
+    milliseconds ("5000"), and Layotto's Go components read it so: a bare number here is
+    milliseconds, a Go duration ("5s", "500ms") is what it says."""
+    if isinstance(value, bool):
+        return value  # rejected by parse_duration
+    if isinstance(value, int | float):
+        return parse_duration(value) / 1000.0
+    if isinstance(value, str) and _BARE_NUMBER.fullmatch(value.strip()):
+        return parse_duration(value) / 1000.0
+    return value
+
+
+_BARE_NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+
+# A duration where a bare number counts as milliseconds (the two Redis Streams timings).
+MillisDuration = Annotated[Duration, BeforeValidator(_stream_duration)]
+
+
+class RedisPubSubMetadata(RedisSettings):
+    """`pubsub.redis` (Redis Streams): the shared connection settings plus Dapr's stream
+    settings. `consumerID` is the consumer group and the consumer name, as in Dapr; empty means
+    the sidecar's app id."""
+
+    consumer_id: str = Field(default="", alias="consumerID")
+    # Not a Dapr setting: the consumer name inside the group (default: the consumerID, as Dapr
+    # uses it). Give each replica its own (e.g. the pod name) so that one replica's restart
+    # does not re-read another's in-flight entries.
+    consumer_name: str = Field(default="", alias="consumerName")
+    processing_timeout: MillisDuration = Field(default=60.0, ge=0, alias="processingTimeout")
+    redeliver_interval: MillisDuration = Field(default=60.0, ge=0, alias="redeliverInterval")
+    max_len_approx: int | None = Field(default=None, ge=0, alias="maxLenApprox")
+    concurrency: int = Field(default=10, ge=1, alias="concurrency")
+    queue_depth: int = Field(default=100, ge=1, alias="queueDepth")
+
+    @field_validator("consumer_id", "consumer_name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("max_len_approx", mode="before")
+    @classmethod
+    def _blank_is_unlimited(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def redelivery(self) -> bool:
+        """Reclaiming entries other consumers left pending; off when either timing is 0."""
+        return self.processing_timeout > 0 and self.redeliver_interval > 0
+
+    @property
+    def max_len(self) -> int | None:
+        """`XADD MAXLEN ~ n`, None for no trimming (unset or 0, as in Dapr)."""
+        return self.max_len_approx or None
 
 
 def split_host_port(address: str) -> tuple[str, int]:
