@@ -1,0 +1,20 @@
+"""The `layotto` entry point of this distribution: the component types it provides.
+
+Models and factories are import strings, loaded only for configured components."""
+
+from __future__ import annotations
+
+from layotto.plugin import ComponentSpec, Kind, hookimpl
+
+
+@hookimpl
+def layotto_components() -> list[ComponentSpec]:
+    return [
+        ComponentSpec(
+            Kind.PUBSUB,
+            "kafka",
+            "layotto_kafka.settings:KafkaMetadata",
+            "layotto_kafka.pubsub:KafkaPubSub.create",
+            description="acks=all publish; consumer groups with contiguous manual commits",
+        ),
+    ]
