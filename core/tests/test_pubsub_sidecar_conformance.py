@@ -33,11 +33,8 @@ class TestStreamingInMemory(PubSubConformance):
     @pytest.fixture
     async def pubsub_harness(self) -> AsyncIterator[StreamingHarness]:
         async with run_sidecar(CONFIG, grace_period=0.5) as sidecar:
-            channel = sidecar.channel()
-            try:
-                yield StreamingHarness(channel, "pubsub")
-            finally:
-                channel.close()
+            with StreamingHarness(sidecar, "pubsub") as harness:
+                yield harness
 
 
 class TestCallbackInMemory(PubSubConformance):

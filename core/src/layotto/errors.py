@@ -114,11 +114,17 @@ class ComponentError(LayottoError):
     default_reason = "ERR_COMPONENT"
 
 
-class SubscriberTooSlow(LayottoError):
+class ResourceExhausted(LayottoError):
+    """A bound was reached (a full queue, a quota); the call may succeed once it drains."""
+
+    category = ErrorCategory.RESOURCE_EXHAUSTED
+    default_reason = "ERR_RESOURCE_EXHAUSTED"
+
+
+class SubscriberTooSlow(ResourceExhausted):
     """A streaming subscriber stopped reading: its buffer overflowed or stayed full too long,
     so it was dropped. The client should subscribe again (and read the current values)."""
 
-    category = ErrorCategory.RESOURCE_EXHAUSTED
     default_reason = "ERR_SUBSCRIBER_TOO_SLOW"
 
 

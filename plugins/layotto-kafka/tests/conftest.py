@@ -102,13 +102,7 @@ async def make_pubsub() -> AsyncIterator[PubSubFactory]:
 
     yield make
     for component in made:
-        try:
-            await component.close()
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            raise
+        await component.close()
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from layotto.plugin import (
     HealthStatus,
     InvalidArgument,
     Kind,
+    NotFound,
+    PermissionDenied,
 )
 from layotto_kafka import KafkaMetadata, KafkaPubSub
 from layotto_kafka.errors import translate
@@ -306,10 +308,10 @@ def test_offsets_with_gaps_compaction_or_markers() -> None:
         (kx.RequestTimedOutError(), BackendTimeout, "in time"),
         (TimeoutError(), BackendTimeout, "in time"),
         (kx.MessageSizeTooLargeError(), InvalidArgument, "maxMessageBytes"),
-        (kx.TopicAuthorizationFailedError(), ComponentError, "TOPIC_AUTHORIZATION_FAILED"),
+        (kx.TopicAuthorizationFailedError(), PermissionDenied, "TOPIC_AUTHORIZATION_FAILED"),
         (kx.SaslAuthenticationFailed(), BackendUnavailable, "authentication failed"),
         (kx.NotLeaderForPartitionError(), BackendUnavailable, "NOT_LEADER"),
-        (kx.UnknownTopicOrPartitionError(), ComponentError, "does not exist"),
+        (kx.UnknownTopicOrPartitionError(), NotFound, "does not exist"),
         (ValueError("boom at 10.1.2.3"), ComponentError, "ValueError"),
     ],
 )

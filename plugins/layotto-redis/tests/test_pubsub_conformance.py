@@ -63,11 +63,8 @@ class TestRedisStreaming(PubSubConformance):
     @pytest.fixture
     async def pubsub_harness(self, redis_server: RedisServer) -> AsyncIterator[StreamingHarness]:
         async with run_sidecar(sidecar_config(redis_server), grace_period=0.5) as sidecar:
-            channel = sidecar.channel()
-            try:
-                yield StreamingHarness(channel, "pubsub")
-            finally:
-                channel.close()
+            with StreamingHarness(sidecar, "pubsub") as harness:
+                yield harness
 
 
 class TestRedisCallback(PubSubConformance):

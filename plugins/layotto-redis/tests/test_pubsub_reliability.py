@@ -48,7 +48,7 @@ async def test_sigkill_of_the_sidecar_loses_nothing(
     assert report.published == 1000
     assert report.lost == [], f"{len(report.lost)} acknowledged messages never arrived"
     # The kill came mid-traffic: some published and delivered, more to publish after it.
-    assert report.arrived_at_kill > 0
+    assert report.arrived_at_kill >= 100
     assert report.published_at_kill < 1000
 
 

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 import anyio
 from pydantic import Field
 
-from layotto.errors import ErrorCategory
 from layotto.plugin import (
     PARTITION_KEY_METADATA,
     TTL_SECONDS_METADATA,
@@ -53,11 +52,11 @@ from layotto.plugin import (
     ComponentMetadata,
     Health,
     InvalidArgument,
-    LayottoError,
     Message,
     PublishRequest,
     PubSub,
     PubSubFeature,
+    ResourceExhausted,
     SubscribeRequest,
     Subscription,
 )
@@ -67,10 +66,9 @@ CONSUMER_GROUP_METADATA = "consumerGroup"
 DEFAULT_MAX_QUEUE_LENGTH = 10_000
 
 
-class QueueFull(LayottoError):
+class QueueFull(ResourceExhausted):
     """A consumer group's queue is at `maxQueueLength`: its subscriber is not keeping up."""
 
-    category = ErrorCategory.RESOURCE_EXHAUSTED
     default_reason = "ERR_PUBSUB_QUEUE_FULL"
 
 

@@ -39,6 +39,9 @@ from layotto.plugin.errors import (
     ETagMismatch,
     InvalidArgument,
     LayottoError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
     Unsupported,
 )
 from layotto.plugin.hookspecs import hookimpl, hookspec
@@ -112,9 +115,12 @@ __all__ = [
     "LockStatus",
     "LockStore",
     "Message",
+    "NotFound",
+    "PermissionDenied",
     "PubSub",
     "PubSubFeature",
     "PublishRequest",
+    "ResourceExhausted",
     "Segment",
     "SequencerStore",
     "SetRequest",

@@ -9,6 +9,9 @@ from layotto.errors import (
     ETagMismatch,
     InvalidArgument,
     LayottoError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
     Unsupported,
 )
 
@@ -20,5 +23,8 @@ __all__ = [
     "ETagMismatch",
     "InvalidArgument",
     "LayottoError",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
     "Unsupported",
 ]

@@ -59,16 +59,18 @@ async def sigkill_during_traffic(
     deadline: float = 120.0,
     publish_concurrency: int = 8,
 ) -> CrashReport:
-    """Publish `total` messages; SIGKILL the sidecar once `kill_after` are published and some
-    were delivered; restart it; wait (up to `deadline` s) until every published one arrived."""
+    """Publish `total` messages; SIGKILL the sidecar once `kill_after` are published and a third
+    of that delivered; restart it; wait (up to `deadline` s) until every published one arrived."""
     counts: Counter[int] = Counter()
     published: set[int] = set()
-    enough = anyio.Event()  # time to kill: `kill_after` published and something delivered
+    # Time to kill: `kill_after` published and a third of that delivered, so both publishing and
+    # delivery are in full swing.
+    enough = anyio.Event()
     complete = anyio.Event()  # everything published has arrived
     publishing_done = False
 
     def progress() -> None:
-        if len(published) >= kill_after and counts:
+        if len(published) >= kill_after and len(counts) >= max(1, kill_after // 3):
             enough.set()
         if publishing_done and published <= counts.keys():
             complete.set()

@@ -18,6 +18,8 @@ from layotto.plugin import (
     ComponentError,
     InvalidArgument,
     LayottoError,
+    NotFound,
+    PermissionDenied,
 )
 
 CHECK_BROKERS = "check metadata.brokers"
@@ -90,7 +92,7 @@ def translate(err: BaseException, what: str) -> LayottoError:
     if isinstance(err, _AUTH_ERRORS):
         return BackendUnavailable(f"{what}: Kafka authentication failed ({CHECK_AUTH})")
     if isinstance(err, _DENIED_ERRORS):
-        return ComponentError(
+        return PermissionDenied(
             f"{what}: Kafka denied the request ({kafka_error_name(err)}: check the ACLs of the "
             "client's principal)"
         )
@@ -101,7 +103,7 @@ def translate(err: BaseException, what: str) -> LayottoError:
     if isinstance(err, kx.InvalidTopicError):
         return InvalidArgument(f"{what}: the topic name is not valid for Kafka")
     if isinstance(err, kx.UnknownTopicOrPartitionError):
-        return ComponentError(
+        return NotFound(
             f"{what}: the topic does not exist (and the broker does not create topics on use)"
         )
     if isinstance(err, asyncio.TimeoutError | TimeoutError | kx.KafkaTimeoutError):

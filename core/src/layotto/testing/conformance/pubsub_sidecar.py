@@ -16,7 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 from grpclib.client import Channel
 
-from layotto.plugin import DEAD_LETTER_TOPIC_METADATA, MAX_RETRIES_METADATA, HealthStatus
+from layotto.health import Probe
+from layotto.plugin import DEAD_LETTER_TOPIC_METADATA, MAX_RETRIES_METADATA, Health, HealthStatus
 from layotto.testing.pubsub import CallbackApp, Handler, Route, publish, serve_app, topic_stream
 from layotto.testing.runtime import Sidecar
 
@@ -49,19 +50,39 @@ async def wait_until_ready(sidecar: Sidecar, within: float = READY_TIMEOUT) -> N
         await ready.wait()
 
 
+def _readiness(sidecar: Sidecar | None) -> Health:
+    if sidecar is None:
+        return Health.down("the sidecar is restarting")
+    health = sidecar.runtime.health
+    status = health.status(Probe.READINESS)
+    return Health(status, {"readiness": str(health.report(Probe.READINESS)["components"])})
+
+
 class StreamingHarness:
+    """Use as `with StreamingHarness(sidecar, "pubsub") as harness` (it owns a channel)."""
+
     def __init__(
         self,
-        channel: Channel,
+        sidecar: Sidecar,
         pubsub_name: str,
         *,
         ordered: bool = True,
         reopen_redelivers: bool = True,
     ) -> None:
-        self._channel = channel
+        self._sidecar = sidecar
+        self._channel = sidecar.channel()
         self.pubsub_name = pubsub_name
         self.ordered = ordered
         self.reopen_redelivers = reopen_redelivers
+
+    def __enter__(self) -> StreamingHarness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._channel.close()
+
+    async def check_health(self) -> Health:
+        return _readiness(self._sidecar)
 
     async def publish(
         self,
@@ -116,6 +137,7 @@ class CallbackHarness:
         self.reopen_redelivers = reopen_redelivers
         self._app = CallbackApp()
         self._app_port = 0
+        self._sidecar: Sidecar | None = None
         self._channel: Channel | None = None
         self._generation = 0  # bumped for each wanted (re)start
         self._served = -1  # the generation the running sidecar serves
@@ -138,6 +160,7 @@ class CallbackHarness:
             generation = self._generation
             async with self._start_sidecar(self._app_port) as sidecar:
                 await wait_until_ready(sidecar)
+                self._sidecar = sidecar
                 self._channel = sidecar.channel()
                 self._served = generation
                 self._signal()
@@ -147,6 +170,7 @@ class CallbackHarness:
                 finally:
                     self._channel.close()
                     self._channel = None
+                    self._sidecar = None
 
     def _signal(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
@@ -164,6 +188,10 @@ class CallbackHarness:
         self._generation += 1
         self._signal()
         await self._wait_for(self._generation)
+
+    async def check_health(self) -> Health:
+        await self._wait_for(self._generation)
+        return _readiness(self._sidecar)
 
     async def publish(
         self,
