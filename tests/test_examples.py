@@ -47,6 +47,31 @@ def test_quickstart_prints_world(sidecar_factory: Callable[..., Sidecar], args: 
     assert result.stdout.strip() == "world"
 
 
+def test_pubsub_quickstart_receives_what_it_published(
+    sidecar_factory: Callable[..., Sidecar],
+) -> None:
+    sidecar = sidecar_factory([])  # the embedded default has `pubsub` (in-memory)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pubsub_quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env({"LAYOTTO_GRPC_PORT": str(sidecar.grpc_port)}),
+        cwd=REPO_ROOT,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, f"{result.stderr}\nsidecar log:\n{sidecar.log()}"
+    lines = result.stdout.splitlines()
+    published = [line.split()[1] for line in lines if line.startswith("published")]
+    received = [line.split(maxsplit=2)[1:] for line in lines if line.startswith("received")]
+    assert len(published) == 3
+    assert all(published), "PublishEvent gave no message-id header"
+    assert [event_id for event_id, _ in received] == published
+    # JSON data arrives re-marshalled (compact), as from Dapr.
+    assert [data for _, data in received] == ['{"order":0}', '{"order":1}', '{"order":2}']
+
+
 def test_quickstart_fails_without_a_sidecar() -> None:
     # Port 1 on loopback: nothing listens there, so the example must fail, not print `world`.
     result = run_quickstart(1)

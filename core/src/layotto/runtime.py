@@ -244,6 +244,7 @@ def _delivery_policy(config: RuntimeConfig) -> DeliveryPolicy:
         retry_initial_interval=delivery.retry_initial_interval,
         retry_max_interval=delivery.retry_max_interval,
         max_retries=delivery.max_retries,
+        app_timeout=delivery.app_timeout,
     )
 
 

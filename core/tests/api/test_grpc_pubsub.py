@@ -479,3 +479,26 @@ async def test_shutdown_waits_for_an_answer_in_flight() -> None:
             with anyio.fail_after(5):
                 await sidecar.stopped.wait()
         assert answered.is_set(), "shutdown cut off a delivery the app was still answering"
+
+
+async def test_an_event_left_unanswered_on_a_stream_is_sent_again_after_the_app_timeout() -> None:
+    config = FAST.model_copy(update={"pubsub": FAST.pubsub.model_copy(update={"app_timeout": 0.3})})
+    calls: Counter[str] = Counter()
+
+    async def first_time_silent(event: TopicEvent) -> EventStatus:
+        calls[event.id] += 1
+        if calls[event.id] == 1:
+            await anyio.sleep_forever()
+        return EventStatus.SUCCESS
+
+    inbox = Inbox(first_time_silent)
+    async with run_sidecar(config, grace_period=0.5) as sidecar:
+        channel = sidecar.channel()
+        try:
+            async with topic_stream(channel, PUBSUB, "silent", inbox):
+                sent = await publish(channel, PUBSUB, "silent", b"1")
+                await inbox.wait_for(2)
+                await anyio.sleep(0.5)  # answered the second time: no third delivery
+        finally:
+            channel.close()
+    assert calls == {sent: 2}

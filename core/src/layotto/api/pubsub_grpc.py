@@ -8,10 +8,11 @@ SubscribeTopicEvents (bidi, pull style; layotto-semantics.md §4.4, dapr-compat.
 message must be `initial_request`; the sidecar subscribes, answers `initial_response`, then sends
 each event as `event_message` and waits for `event_processed` with the same id. The status is
 applied as for the app callback (SUCCESS acks, DROP drops or dead-letters, RETRY redelivers with
-backoff). When the stream ends (EOF, cancel, error) every event not yet acknowledged stays
-un-acked at the broker and comes back to the next subscription. When the sidecar drains, no new
-event goes out, answers for events already sent are still taken until the grace period ends,
-then the stream ends with UNAVAILABLE.
+backoff; no answer within `pubsub.app_timeout` counts as a failure, so the event is sent again).
+When the stream ends (EOF, cancel, error) every event not yet acknowledged stays un-acked at the
+broker and comes back to the next subscription. When the sidecar drains, no new event goes out,
+answers for events already sent are still taken until the grace period ends, then the stream
+ends with UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class TopicEventStreams:
                 )
                 async with send_lock:
                     await stream.send_message(message)
-                await entry[0].wait()
+                # Unanswered for too long: counts as a failure, so the event is sent again.
+                with anyio.fail_after(self._service.policy.app_timeout):
+                    await entry[0].wait()
             finally:
                 acks.forget(event.id, entry)
             return entry[1][0]

@@ -70,6 +70,10 @@ class PubSubService:
             self._pubsubs[name] = built.component
 
     @property
+    def policy(self) -> DeliveryPolicy:
+        return self._policy
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._pubsubs)
 

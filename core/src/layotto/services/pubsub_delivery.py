@@ -73,6 +73,8 @@ class DeliveryPolicy:
     # Redeliveries before a message goes to the dead-letter topic (with none set: unlimited).
     max_retries: int = 5
     dead_letter_topic: str | None = None
+    # How long the app may take to answer one delivery before it counts as failed.
+    app_timeout: float = 60.0
     resubscribe_initial_interval: float = 0.2
     resubscribe_max_interval: float = 10.0
 
