@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from layotto_redis import RedisLockMetadata, RedisSettings, RedisStateMetadata, parse_duration
-from layotto_redis.settings import MAX_CONNECT_TIMEOUT, create_client, split_host_port
+from layotto_redis.settings import MAX_CONNECT_TIMEOUT, create_client
 from pydantic import ValidationError
 
 
@@ -142,18 +142,6 @@ def test_state_ttl_default_must_be_an_integer() -> None:
 def test_unknown_names_are_kept_for_the_loader_to_warn_about() -> None:
     m = RedisSettings.model_validate({"redisHost": "h:1", "idleTimeout": "5m"})
     assert m.model_extra == {"idleTimeout": "5m"}
-
-
-@pytest.mark.parametrize(
-    ("address", "host", "port"),
-    [
-        ("localhost:6379", "localhost", 6379),
-        ("[::1]:7000", "::1", 7000),
-        ("10.0.0.5:1", "10.0.0.5", 1),
-    ],
-)
-def test_split_host_port(address: str, host: str, port: int) -> None:
-    assert split_host_port(address) == (host, port)
 
 
 def test_client_settings() -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from layotto.plugin import ComponentMetadata
+from layotto.plugin.addresses import comma_list
 from layotto.plugin.durations import Duration
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
@@ -32,20 +33,14 @@ TAGS_NAMESPACE = "sidecar_config_tags"
 PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
 class ApolloMetadata(ComponentMetadata):
     """`address` and `app_id` are required; `open_api_address`, `open_api_token` and
     `open_api_user` go together (without them the store is read-only)."""
 
-    address: Annotated[list[str], BeforeValidator(_comma_list)] = Field(min_length=1)
+    address: Annotated[list[str], BeforeValidator(comma_list)] = Field(min_length=1)
     app_id: str = Field(min_length=1)
     cluster: str = Field(default=CLUSTER_DEFAULT, min_length=1)
-    namespace_name: Annotated[list[str], BeforeValidator(_comma_list)] = Field(
+    namespace_name: Annotated[list[str], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: [NAMESPACE_APPLICATION]
     )
     is_backup_config: bool = True

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from layotto.plugin import ComponentMetadata
+from layotto.plugin.addresses import comma_list, is_pem, split_host_port
 from layotto.plugin.durations import Duration
 from pydantic import (
     AliasChoices,
@@ -56,25 +57,6 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` or `[ipv6]:port` -> (host, port)."""
-    text = address.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("must be host:port, e.g. '127.0.0.1:2379' or '[::1]:2379'")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError("must be host:port, e.g. '127.0.0.1:2379' or '[::1]:2379'")
-    if not host:
-        raise ValueError("the host part is empty (expected host:port)")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} is not a number in 1..65535")
-    return host, int(port_text)
-
-
 def parse_endpoint(text: str) -> Endpoint:
     """`host:port`, optionally written as a URL: `http://host:port` or `https://host:port`."""
     value = text.strip()
@@ -87,32 +69,14 @@ def parse_endpoint(text: str) -> Endpoint:
         value = value.rstrip("/")
         if "/" in value:
             raise ValueError("an endpoint must not have a path")
-    host, port = split_host_port(value)
+    host, port = split_host_port(value, example_port=2379)
     return Endpoint(host, port, tls)
-
-
-def _endpoint_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part for part in (p.strip() for p in value.split(",")) if part]
-    if isinstance(value, list | tuple):
-        found: list[Any] = []
-        for entry in value:
-            if isinstance(entry, str):
-                found.extend(part for part in (p.strip() for p in entry.split(",")) if part)
-            else:
-                found.append(entry)
-        return found
-    return value
-
-
-def _is_pem(value: str) -> bool:
-    return value.lstrip().startswith("-----BEGIN")
 
 
 class EtcdSettings(ComponentMetadata):
     """`endpoints` is required; everything else has Layotto's default."""
 
-    endpoints: Annotated[list[str], BeforeValidator(_endpoint_list)] = Field(
+    endpoints: Annotated[list[str], BeforeValidator(comma_list)] = Field(
         validation_alias=AliasChoices("endpoints", "address"), min_length=1
     )
     username: str = Field(default="", alias="username")
@@ -149,8 +113,8 @@ class EtcdSettings(ComponentMetadata):
     @field_validator("tls_ca", "tls_cert")
     @classmethod
     def _check_file(cls, value: str) -> str:
-        value = value.strip() if not _is_pem(value) else value
-        if value and not _is_pem(value) and not Path(value).is_file():
+        value = value.strip() if not is_pem(value) else value
+        if value and not is_pem(value) and not Path(value).is_file():
             raise ValueError("must be a PEM file that exists (or the PEM text itself)")
         return value
 
@@ -170,7 +134,7 @@ class EtcdSettings(ComponentMetadata):
         text = value.get_secret_value()
         if "tls_cert" in info.data and bool(info.data["tls_cert"]) != bool(text):
             raise ValueError("tlsCert and tlsCertKey go together: set both or neither")
-        if text and not _is_pem(text) and not Path(text.strip()).is_file():
+        if text and not is_pem(text) and not Path(text.strip()).is_file():
             raise ValueError("must be a PEM file that exists (or the PEM text itself)")
         return value
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from layotto.plugin import ComponentMetadata
+from layotto.plugin.addresses import comma_list, is_pem, split_host_port
 from layotto.plugin.durations import Duration
 from pydantic import (
     BeforeValidator,
@@ -58,49 +59,12 @@ _UNSUPPORTED_AUTH = {
 }
 
 
-def _split_brokers(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part for part in (p.strip() for p in value.split(",")) if part]
-    if isinstance(value, list | tuple):
-        found: list[Any] = []
-        for entry in value:
-            if isinstance(entry, str):
-                found.extend(part for part in (p.strip() for p in entry.split(",")) if part)
-            else:
-                found.append(entry)
-        return found
-    return value
-
-
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` or `[ipv6]:port` -> (host, port)."""
-    text = address.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("must be host:port, e.g. 'localhost:9092' or '[::1]:9092'")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError("must be host:port, e.g. 'localhost:9092' or '[::1]:9092'")
-    if not host:
-        raise ValueError("the host part is empty (expected host:port)")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} is not a number in 1..65535")
-    return host, int(port_text)
-
-
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
-
-
-def _is_pem(value: str) -> bool:
-    return value.lstrip().startswith("-----BEGIN")
 
 
 def _load_client_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
@@ -124,7 +88,7 @@ def _load_client_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
 class KafkaMetadata(ComponentMetadata):
     """`brokers` is required; everything else has Dapr's default."""
 
-    brokers: Annotated[list[str], BeforeValidator(_split_brokers)] = Field(
+    brokers: Annotated[list[str], BeforeValidator(comma_list)] = Field(
         alias="brokers", min_length=1
     )
     # Default: the app id (see `group_id`). Subscription metadata `consumerGroup` overrides it.
@@ -200,7 +164,7 @@ class KafkaMetadata(ComponentMetadata):
             if "://" in entry:
                 raise ValueError(f"{entry!r}: write host:port, without a scheme")
             try:
-                split_host_port(entry)
+                split_host_port(entry, example_port=9092)
             except ValueError as err:
                 raise ValueError(f"{entry!r}: {err}") from None
         return [entry.strip() for entry in value]
@@ -226,7 +190,7 @@ class KafkaMetadata(ComponentMetadata):
     def _check_ca(cls, value: str) -> str:
         if not value.strip():
             return ""
-        if not _is_pem(value):
+        if not is_pem(value):
             raise ValueError("must be a PEM certificate ('-----BEGIN CERTIFICATE-----...')")
         try:
             ssl.create_default_context(cadata=value)
@@ -255,7 +219,7 @@ class KafkaMetadata(ComponentMetadata):
     @field_validator("client_cert")
     @classmethod
     def _check_cert(cls, value: str, info: ValidationInfo) -> str:
-        if value.strip() and not _is_pem(value):
+        if value.strip() and not is_pem(value):
             raise ValueError("must be a PEM certificate ('-----BEGIN CERTIFICATE-----...')")
         if info.data.get("auth_type") is AuthType.MTLS and not value.strip():
             raise ValueError("is required when authType is 'mtls'")
@@ -265,7 +229,7 @@ class KafkaMetadata(ComponentMetadata):
     @classmethod
     def _check_key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         text = value.get_secret_value()
-        if text.strip() and not _is_pem(text):
+        if text.strip() and not is_pem(text):
             raise ValueError("must be a PEM private key ('-----BEGIN PRIVATE KEY-----...')")
         if "client_cert" not in info.data:
             return value  # clientCert itself is wrong: that error is enough
@@ -340,6 +304,6 @@ class KafkaMetadata(ComponentMetadata):
         for entry in self.brokers:
             found.append(entry)
             with contextlib.suppress(ValueError):
-                host, port = split_host_port(entry)
+                host, port = split_host_port(entry, example_port=9092)
                 found += [host, f"{host}:{port}"]
         return [s for s in found if s]

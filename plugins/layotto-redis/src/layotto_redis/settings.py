@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any
 
 from layotto.plugin import ComponentMetadata
+from layotto.plugin.addresses import split_host_port
 from layotto.plugin.durations import Duration, parse_duration
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
@@ -55,7 +56,7 @@ class RedisSettings(ComponentMetadata):
     @field_validator("redis_host")
     @classmethod
     def _check_host(cls, value: str) -> str:
-        split_host_port(value)
+        split_host_port(value, example_port=6379)
         return value.strip()
 
     @field_validator("redis_type")
@@ -162,25 +163,6 @@ class RedisPubSubMetadata(RedisSettings):
     def max_len(self) -> int | None:
         """`XADD MAXLEN ~ n`, None for no trimming (unset or 0, as in Dapr)."""
         return self.max_len_approx or None
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """`host:port` or `[ipv6]:port` -> (host, port)."""
-    text = address.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("must be host:port, e.g. 'localhost:6379' or '[::1]:6379'")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError("must be host:port, e.g. 'localhost:6379' or '[::1]:6379'")
-    if not host:
-        raise ValueError("the host part is empty (expected host:port)")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} is not a number in 1..65535")
-    return host, int(port_text)
 
 
 def create_client(
