@@ -51,6 +51,7 @@ from bench.scenarios.pubsub import (
     COMPONENT_BACKENDS,
     COMPONENT_TYPES,
     GROUP_METADATA_KEY,
+    KAFKA_FETCH_MAX_WAIT_MS,
     KAFKA_HEARTBEAT_MS,
     KAFKA_PRODUCER_OPTIONS,
     KAFKA_SESSION_TIMEOUT_MS,
@@ -75,20 +76,15 @@ PATHS: Mapping[str, str] = {
     "callback": "sidecar: PublishEvent -> OnTopicEvent (app callback)",
     "streaming": "sidecar: PublishEvent -> SubscribeTopicEvents (stream)",
     "direct": "direct",
-    "direct_short_fetch": "direct",
 }
-#: The Kafka consumer's fetch wait of the extra direct row (aiokafka's default, which the
-#: component uses and does not let one change, is 500 ms).
-SHORT_FETCH_WAIT_MS = 10
 DIRECT_HOW: Mapping[str, str] = {
     "memory": "direct: InMemoryPubSub.publish -> Subscription.receive, in-process",
     "redis": "direct: redis-py XADD -> XREADGROUP BLOCK loop (+ XACK)",
-    "kafka": "direct: aiokafka producer (acks=all) -> AIOKafkaConsumer (fetch_max_wait_ms 500)",
+    "kafka": (
+        "direct: aiokafka producer (acks=all) -> AIOKafkaConsumer "
+        f"(fetch_max_wait_ms {KAFKA_FETCH_MAX_WAIT_MS}, as the sidecar's fetchMaxWait)"
+    ),
 }
-SHORT_FETCH_HOW = (
-    "direct: aiokafka producer (acks=all) -> AIOKafkaConsumer with "
-    f"fetch_max_wait_ms={SHORT_FETCH_WAIT_MS} (not settable in pubsub.kafka)"
-)
 
 
 @dataclass(slots=True)
@@ -483,10 +479,8 @@ async def _direct_row(
         direct = _direct_memory(topic, arrivals)
     elif component == "redis":
         direct = _direct_redis(backends["redis"], topic, group, arrivals)
-    elif path == "direct_short_fetch":
-        direct = _direct_kafka(backends["kafka"], topic, group, arrivals, SHORT_FETCH_WAIT_MS)
     else:
-        direct = _direct_kafka(backends["kafka"], topic, group, arrivals)
+        direct = _direct_kafka(backends["kafka"], topic, group, arrivals, KAFKA_FETCH_MAX_WAIT_MS)
     async with direct as prepare:
         return await _series(path, prepare, arrivals, options, topic)
 
@@ -503,17 +497,10 @@ async def _measure(
     rows, sidecar = await _sidecar_rows(component, backends, options, run_id, say)
     if options.direct:
         rows.append(await _direct_row(component, backends, options, run_id))
-        if component == "kafka":
-            # What the broker and aiokafka give when the consumer does not wait out 500 ms.
-            rows.append(
-                await _direct_row(component, backends, options, run_id, "direct_short_fetch")
-            )
     for row in rows:
         row["component"] = component
         row["component_type"] = COMPONENT_TYPES[component]
-        row["how"] = {"direct": DIRECT_HOW[component], "direct_short_fetch": SHORT_FETCH_HOW}.get(
-            row["path"], PATHS[row["path"]]
-        )
+        row["how"] = {"direct": DIRECT_HOW[component]}.get(row["path"], PATHS[row["path"]])
         row.setdefault("sidecar_cpu_s", None)
     return rows, sidecar
 

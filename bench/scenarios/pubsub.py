@@ -50,9 +50,14 @@ REDIS_MAX_LEN = 10_000
 #: Short group timeouts, so a Kafka subscription (latency mode) joins within about a second.
 KAFKA_SESSION_TIMEOUT_MS = 2000
 KAFKA_HEARTBEAT_MS = 200
+#: Tansu holds a consumer's fetch until the fetch wait runs out even when records arrive
+#: (Apache Kafka answers at once), so the wait, in both modes, is short: what is measured is
+#: the sidecar, not the test broker's fetch hold.
+KAFKA_FETCH_MAX_WAIT_MS = 10
 KAFKA_GROUP_METADATA: Mapping[str, str] = {
     "sessionTimeout": f"{KAFKA_SESSION_TIMEOUT_MS}ms",
     "heartbeatInterval": f"{KAFKA_HEARTBEAT_MS}ms",
+    "fetchMaxWait": f"{KAFKA_FETCH_MAX_WAIT_MS}ms",
 }
 #: Direct Kafka producer = the component's (`layotto_kafka.pubsub.KafkaPubSub.init`).
 KAFKA_PRODUCER_OPTIONS: Mapping[str, Any] = {

@@ -321,3 +321,13 @@ def test_translate_hides_hosts(error: BaseException, kind: type, text: str) -> N
     assert text in translated.message
     assert "10.1.2.3" not in translated.message
     assert translated.message.startswith("pubsub 'p': ")
+
+
+def test_fetch_max_wait_is_a_duration_with_sarama_s_default() -> None:
+    assert KafkaMetadata.model_validate({"brokers": "b:9092"}).fetch_max_wait == 0.25
+    assert (
+        KafkaMetadata.model_validate({"brokers": "b:9092", "fetchMaxWait": "10ms"}).fetch_max_wait
+        == 0.01
+    )
+    with pytest.raises(ValidationError, match="fetchMaxWait"):
+        KafkaMetadata.model_validate({"brokers": "b:9092", "fetchMaxWait": "0s"})

@@ -383,6 +383,7 @@ class KafkaSubscription(Subscription):
             auto_offset_reset="earliest" if m.initial_offset is InitialOffset.OLDEST else "latest",
             session_timeout_ms=int(m.session_timeout * 1000),
             heartbeat_interval_ms=int(m.heartbeat * 1000),
+            fetch_max_wait_ms=max(1, int(m.fetch_max_wait * 1000)),
         )
         self._tracks: dict[TopicPartition, _Track] = {}
         self._buffer: deque[tuple[_Track, Any]] = deque()

@@ -30,6 +30,7 @@ from pydantic import (
 DEFAULT_PUBLISH_TIMEOUT = 5.0
 DEFAULT_SESSION_TIMEOUT = 10.0  # Dapr's (sarama's) default, and aiokafka's
 DEFAULT_HEARTBEAT_INTERVAL = 3.0
+DEFAULT_FETCH_MAX_WAIT = 0.25
 
 
 class AuthType(StrEnum):
@@ -119,6 +120,12 @@ class KafkaMetadata(ComponentMetadata):
     )
     # Default: 3 s, or a third of sessionTimeout when that is shorter (see `heartbeat`).
     heartbeat_interval: Duration | None = Field(default=None, ge=0.05, alias="heartbeatInterval")
+    # Not a Dapr setting: the longest a fetch waits at the broker for new records. Apache Kafka
+    # answers as soon as a record arrives; brokers that hold the fetch (Tansu) add up to this
+    # much latency. Default: sarama's (Dapr's client), 250 ms.
+    fetch_max_wait: Duration = Field(
+        default=DEFAULT_FETCH_MAX_WAIT, ge=0.001, le=60, alias="fetchMaxWait"
+    )
     # Not a Dapr setting: how long a publish may take in all (metadata, enqueue, broker ack).
     publish_timeout: Duration = Field(
         default=DEFAULT_PUBLISH_TIMEOUT, ge=0.1, alias="publishTimeout"
