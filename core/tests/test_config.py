@@ -789,7 +789,10 @@ components = st.builds(
     kind=st.sampled_from(list(Kind)),
     type=nonempty,
     version=text,
-    metadata=st.dictionaries(text.filter(lambda k: k != "keyPrefix"), metadata_values, max_size=4),
+    # `keyPrefix` and `biggerThan` are read out of the metadata into fields of their own.
+    metadata=st.dictionaries(
+        text.filter(lambda k: k not in ("keyPrefix", "biggerThan")), metadata_values, max_size=4
+    ),
     key_prefix=st.none() | text,
     ignore_errors=st.booleans(),
 )
@@ -847,3 +850,42 @@ def test_round_trip_through_a_native_file(config: RuntimeConfig, suffix: str) ->
         loaded = load_config(path)
     assert without_sources(loaded) == without_sources(config)
     assert all(c.source == str(path) for c in loaded.components)
+
+
+def test_layotto_rpcs_become_a_channel_a_mesh_resolver_and_filters(tmp_path: Path) -> None:
+    path = tmp_path / "layotto.json"
+    path.write_text(
+        json.dumps(
+            {
+                "grpc_config": {
+                    "rpcs": {
+                        "mosn": {
+                            "config": {
+                                "before_invoke": [{"name": "dubbo_json_rpc"}],
+                                "channel": [
+                                    {"size": 4, "protocol": "http", "listener": "127.0.0.1:45678"}
+                                ],
+                            }
+                        }
+                    }
+                }
+            }
+        )
+    )
+    config = load_config(path)
+    by_name = {(c.kind, c.name): c for c in config.components}
+    channel = by_name[(Kind.RPC, "mosn")]
+    assert (channel.type, channel.metadata) == ("http", {"maxConnections": 4})
+    resolver = by_name[(Kind.NAMERESOLUTION, "mosn-listener")]
+    assert (resolver.type, resolver.metadata) == ("mesh", {"address": "127.0.0.1:45678"})
+    assert by_name[(Kind.RPCFILTER, "dubbo_json_rpc")].type == "dubbo_json_rpc"
+    assert config.rpc.resolver == "mosn-listener"
+    assert config.rpc.filters["mosn"].before == ["dubbo_json_rpc"]
+
+
+def test_layotto_rpcs_with_a_mosn_listener_name_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "layotto.json"
+    rpcs = {"mosn": {"config": {"channel": [{"protocol": "http", "listener": "egress_http"}]}}}
+    path.write_text(json.dumps({"grpc_config": {"rpcs": rpcs}}))
+    with pytest.raises(ConfigError, match="must be host:port"):
+        load_config(path)

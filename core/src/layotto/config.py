@@ -51,7 +51,7 @@ LAYOTTO_SECTIONS: dict[str, Kind] = {
     "bindings": Kind.BINDINGS,
 }
 LAYOTTO_UNSUPPORTED_SECTIONS = frozenset(
-    {"hellos", "rpcs", "file", "oss", "cryption", "email", "phone", "sms", "custom_component"}
+    {"hellos", "file", "oss", "cryption", "email", "phone", "sms", "custom_component"}
 )
 
 KEY_PREFIX_METADATA = "keyPrefix"
@@ -111,10 +111,34 @@ class PubSubDeliveryConfig(_Model):
     app_timeout: float = Field(default=60.0, gt=0)
 
 
+class RpcFilterChain(_Model):
+    """`rpcfilter` component names, applied in order."""
+
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+
+
+class RpcConfig(_Model):
+    """How InvokeService picks a channel, finds addresses and filters calls (all names are
+    component names; unknown ones stop startup)."""
+
+    # The `rpc` component used for targets without an entry in `app_channels`
+    # ("" = the only rpc component, when there is exactly one).
+    default_channel: str = ""
+    app_channels: dict[str, str] = Field(default_factory=dict)
+    # The `nameresolution` component ("" = the only one, when there is exactly one).
+    resolver: str = ""
+    # Channel name -> its before/after filters.
+    filters: dict[str, RpcFilterChain] = Field(default_factory=dict)
+    # How long an address whose call could not connect is skipped.
+    eject_seconds: float = Field(default=10.0, ge=0)
+
+
 class RuntimeConfig(_Model):
     app: AppConfig = AppConfig()
     server: ServerConfig = ServerConfig()
     pubsub: PubSubDeliveryConfig = PubSubDeliveryConfig()
+    rpc: RpcConfig = RpcConfig()
     components: tuple[ComponentConfig, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
@@ -340,6 +364,10 @@ def _from_layotto(
             if v is not None
         }
     components: list[ComponentConfig] = []
+    rpcs = grpc_config.get("rpcs")
+    if rpcs is not None:
+        rpc_components, raw["rpc"] = _from_layotto_rpcs(rpcs, source)
+        components += rpc_components
     for section, entries in grpc_config.items():
         if section in LAYOTTO_UNSUPPORTED_SECTIONS:
             log.warning("%s: section %r is not supported yet and is ignored", source, section)
@@ -366,6 +394,70 @@ def _from_layotto(
                 )
             )
     return raw, components
+
+
+def _from_layotto_rpcs(rpcs: Any, source: str) -> tuple[list[ComponentConfig], dict[str, Any]]:
+    """`rpcs: {mosn: {config: {before_invoke, after_invoke, channel: [{protocol, listener,
+    size}]}}}` -> an `rpc.<protocol>` channel per entry, a `nameresolution.mesh` resolver on the
+    channel's listener (a `host:port`: MOSN's in-process listener names do not exist here),
+    and `rpcfilter.<name>` filters, wired in the `rpc` section."""
+    if not isinstance(rpcs, dict):
+        raise ConfigError(f"{source}: section 'rpcs' must map invoker names to entries")
+    components: list[ComponentConfig] = []
+    filters: dict[str, dict[str, list[str]]] = {}
+    resolver = ""
+    for name, entry in rpcs.items():
+        label = f"rpcs component {name!r}"
+        config = (entry or {}).get("config") if isinstance(entry, dict) else None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{source}: {label}: field 'config' must be a mapping")
+        channels = config.get("channel") or []
+        if not isinstance(channels, list) or not channels or not isinstance(channels[0], dict):
+            raise ConfigError(f"{source}: {label}: field 'config.channel' needs one entry")
+        channel = channels[0]  # upstream uses only the first
+        protocol = str(channel.get("protocol") or "http")
+        listener = str(channel.get("listener") or "")
+        if ":" not in listener:
+            raise ConfigError(
+                f"{source}: {label}: channel listener {listener!r} must be host:port (a MOSN "
+                "listener name only exists inside MOSN)"
+            )
+        metadata: dict[str, Any] = {}
+        if channel.get("size"):
+            metadata["maxConnections"] = channel["size"]
+        components.append(
+            _component(source, label, name=name, kind=Kind.RPC, type=protocol, metadata=metadata)
+        )
+        resolver = resolver or f"{name}-listener"
+        components.append(
+            _component(
+                source,
+                label,
+                name=f"{name}-listener",
+                kind=Kind.NAMERESOLUTION,
+                type="mesh",
+                metadata={"address": listener},
+            )
+        )
+        chain: dict[str, list[str]] = {"before": [], "after": []}
+        for key, side in (("before_invoke", "before"), ("after_invoke", "after")):
+            for flt in config.get(key) or []:
+                flt_name = str(flt.get("name") if isinstance(flt, dict) else flt)
+                flt_config = (flt.get("config") or {}) if isinstance(flt, dict) else {}
+                chain[side].append(flt_name)
+                if not any(c.kind is Kind.RPCFILTER and c.name == flt_name for c in components):
+                    components.append(
+                        _component(
+                            source,
+                            f"{label} filter {flt_name!r}",
+                            name=flt_name,
+                            kind=Kind.RPCFILTER,
+                            type=flt_name,
+                            metadata=dict(flt_config),
+                        )
+                    )
+        filters[name] = chain
+    return components, {"resolver": resolver, "filters": filters}
 
 
 # -- Dapr resources ------------------------------------------------------------------------

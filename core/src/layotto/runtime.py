@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from grpclib.client import Channel
 
 from layotto.actors.api_server import ApiServer
 from layotto.actors.base import Actor
@@ -34,8 +35,10 @@ from layotto.components import ComponentRegistry, build
 from layotto.config import RuntimeConfig
 from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
+from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.plugins import Catalog
 from layotto.services.configuration import ConfigurationService
+from layotto.services.invoke import InvokeService, LocalApp
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
 from layotto.services.pubsub_delivery import DeliveryPolicy
@@ -129,6 +132,18 @@ class Runtime:
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         built = build(config, self.catalog)
+        app_channel: Channel | None = None
+        local_app: LocalApp | None = None
+        if config.app.port:
+            # Invocations addressed to our own app id go to the app's Dapr OnInvoke.
+            from layotto.builtin.rpc_grpc import call_app_on_invoke
+
+            app_channel = Channel(config.app.host, config.app.port)
+            channel = app_channel
+
+            async def local_app(request: RpcRequest) -> RpcResponse:
+                return await call_app_on_invoke(channel, request)
+
         try:
             await self.components.start(built)
             gate = CallGate()
@@ -140,6 +155,9 @@ class Runtime:
                 sequencer,
                 ConfigurationService(self.components, watchers),
                 PubSubService(self.components, policy=_delivery_policy(config)),
+                InvokeService(
+                    self.components, config.rpc, own_app_id=config.app.id, local_app=local_app
+                ),
             )
             # The sequencer's background segment loads and the configuration watchers live in
             # task groups of their own that outlive the API: they close after the drain,
@@ -151,6 +169,8 @@ class Runtime:
                 finally:
                     self.config_watchers = None
         finally:
+            if app_channel is not None:
+                app_channel.close()
             await self.components.close()
         log.info("layotto stopped")
 

@@ -13,6 +13,7 @@ from layotto.api.grpc_reflection import DescriptorIndex, ReflectionV1, Reflectio
 from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
 from layotto.services.configuration import ConfigurationService
+from layotto.services.invoke import InvokeService
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
 from layotto.services.sequencer import SequencerService
@@ -56,6 +57,7 @@ class ApiServices:
     sequencer: SequencerService
     configuration: ConfigurationService
     pubsub: PubSubService
+    invoke: InvokeService
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ def build_grpc_services(
                 services.sequencer,
                 services.configuration,
                 services.pubsub,
+                services.invoke,
                 gate.drain_started,
             ),
             "Runtime",

@@ -11,6 +11,7 @@ from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.config_messages import from_pb, to_pb
 from layotto.api.config_stream import ConfigSubscriptions
+from layotto.api.invoke_grpc import InvokeHandler
 from layotto.api.pubsub_grpc import PublishHandler, TopicEventStreams
 from layotto.errors import InvalidArgument, Unsupported
 from layotto.plugin import (
@@ -22,6 +23,7 @@ from layotto.plugin import (
     TransactionOperation,
 )
 from layotto.services.configuration import ConfigurationService
+from layotto.services.invoke import InvokeService
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
 from layotto.services.sequencer import SequencerService
@@ -29,6 +31,7 @@ from layotto.services.state import StateService
 
 SUBSCRIBE_CONFIGURATION = "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration"
 PUBLISH_EVENT = "/spec.proto.runtime.v1.Runtime/PublishEvent"
+INVOKE_SERVICE = "/spec.proto.runtime.v1.Runtime/InvokeService"
 SUBSCRIBE_TOPIC_EVENTS = "/spec.proto.runtime.v1.Runtime/SubscribeTopicEvents"
 
 # Which building block each Runtime RPC belongs to; named in UNIMPLEMENTED answers.
@@ -153,6 +156,7 @@ class LayottoRuntime(pb.RuntimeBase):
         sequencer: SequencerService,
         configuration: ConfigurationService,
         pubsub: PubSubService,
+        invoke: InvokeService,
         drain_started: anyio.Event,
     ) -> None:
         self._state = state
@@ -164,6 +168,8 @@ class LayottoRuntime(pb.RuntimeBase):
             SUBSCRIBE_CONFIGURATION: ConfigSubscriptions(configuration, drain_started).handle,
             PUBLISH_EVENT: PublishHandler(pubsub).handle,
             SUBSCRIBE_TOPIC_EVENTS: TopicEventStreams(pubsub, drain_started).handle,
+            # InvokeService forwards request metadata and returns response headers.
+            INVOKE_SERVICE: InvokeHandler(invoke).handle,
         }
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:

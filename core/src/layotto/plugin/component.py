@@ -24,6 +24,10 @@ class Kind(StrEnum):
     SEQUENCER = "sequencer"
     SECRETSTORES = "secretstores"
     BINDINGS = "bindings"
+    # InvokeService: channels to targets, name resolvers, and before/after filters.
+    RPC = "rpc"
+    NAMERESOLUTION = "nameresolution"
+    RPCFILTER = "rpcfilter"
 
 
 class HealthStatus(StrEnum):
