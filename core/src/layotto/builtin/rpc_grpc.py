@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
@@ -252,6 +253,9 @@ async def call_app_on_invoke(
     return _response(reply.data, reply.content_type, headers)
 
 
+MAX_CHANNELS = 256
+
+
 class GrpcChannelMetadata(ComponentMetadata):
     target: Literal["sidecar", "app"] = "sidecar"
     api_token: SecretStr = Field(default=SecretStr(""), alias="apiToken")
@@ -273,7 +277,9 @@ class GrpcChannel(RpcChannel):
         self._target = target
         self._app_id = app_id  # this sidecar's app: the caller
         self._api_token = api_token
-        self._channels: dict[str, Channel] = {}
+        # One HTTP/2 connection per address, least recently used first; bounded, because
+        # `rpc_target_address` lets callers name any address.
+        self._channels: OrderedDict[str, Channel] = OrderedDict()
 
     @classmethod
     def create(cls, metadata: GrpcChannelMetadata, context: ComponentContext) -> Component:
@@ -284,7 +290,7 @@ class GrpcChannel(RpcChannel):
         )
 
     async def close(self) -> None:
-        channels, self._channels = self._channels, {}
+        channels, self._channels = self._channels, OrderedDict()
         for channel in channels.values():
             channel.close()
 
@@ -296,6 +302,11 @@ class GrpcChannel(RpcChannel):
             except ValueError as err:
                 raise InvalidArgument(f"target address {address!r}: {err}") from None
             channel = self._channels[address] = Channel(host, port)
+            if len(self._channels) > MAX_CHANNELS:
+                _, oldest = self._channels.popitem(last=False)
+                oldest.close()
+        else:
+            self._channels.move_to_end(address)
         return channel
 
     def _metadata(self, request: RpcRequest) -> dict[str, str]:
