@@ -338,7 +338,25 @@ def _provide_backends(
         _provide_apollo(out, stack, say)
     if "kafka" in needed:
         _provide_kafka(out, options, stack, say)
+    if "invoke" in needed:
+        _provide_invoke(out, stack, say)
     return out
+
+
+def _provide_invoke(
+    out: _Backends, stack: contextlib.ExitStack, say: Callable[[str], None]
+) -> None:
+    from bench.scenarios.invoke import provide
+
+    addresses, pids = stack.enter_context(provide())
+    out.addresses.update(addresses)
+    out.pids.extend(pids)
+    note = f"HTTP target; app B {addresses['invoke_app']}, sidecar B {addresses['invoke_sidecar']}"
+    out.info.append(
+        {"name": "invoke", "address": addresses["invoke"], "private": True, "note": note}
+        | {"pids": pids}
+    )
+    say(f"invoke targets: {addresses} (pids {pids})")
 
 
 def _provide_kafka(

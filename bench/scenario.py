@@ -31,7 +31,8 @@ ClientT = TypeVar("ClientT")
 MODES: tuple[str, ...] = ("direct", "sidecar")
 
 #: Backends the harness knows how to provide (``Scenario.requires``).
-BACKENDS: tuple[str, ...] = ("redis", "etcd", "apollo", "kafka")
+#: ``invoke``: the InvokeService targets (``bench.scenarios.invoke.provide``).
+BACKENDS: tuple[str, ...] = ("redis", "etcd", "apollo", "kafka", "invoke")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,24 @@ sample config), and `layotto check` on each sample config."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from layotto_e2e_support import REPO_ROOT, Sidecar, run_cli, subprocess_env
+import yaml
+from layotto_e2e_support import (
+    READY_MESSAGE,
+    REPO_ROOT,
+    OutputBuffer,
+    Sidecar,
+    layotto_command,
+    run_cli,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +83,85 @@ def test_pubsub_quickstart_receives_what_it_published(
     assert [data for _, data in received] == ['{"order":0}', '{"order":1}', '{"order":2}']
 
 
+@pytest.fixture
+def app_sidecar() -> Iterator[Callable[..., Sidecar]]:
+    """`start(args) -> Sidecar` for a sidecar with an app port: it stays not-ready (503) until
+    its app serves, so this waits for the ready log line only. Killed at teardown."""
+    started: list[Sidecar] = []
+
+    def start(args: list[str]) -> Sidecar:
+        cmd = layotto_command(
+            "run", "--grpc-port", "0", "--http-port", "0", "--log-format", "json", *args
+        )
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=subprocess_env(),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        sidecar = Sidecar(
+            proc=proc,
+            args=cmd,
+            stderr=OutputBuffer(proc.stderr, "stderr"),
+            stdout=OutputBuffer(proc.stdout, "stdout"),
+            spawned_at=time.monotonic(),
+        )
+        started.append(sidecar)
+        event = sidecar.stderr.wait_for_event(READY_MESSAGE, time.monotonic() + 15)
+        assert event is not None, f"no ready line:\n{sidecar.log()}"
+        sidecar.grpc_port, sidecar.http_port = int(event["grpc_port"]), int(event["http_port"])
+        return sidecar
+
+    try:
+        yield start
+    finally:
+        for sidecar in started:
+            sidecar.kill()
+
+
+def test_invoke_quickstart_calls_app_b_through_two_sidecars(
+    sidecar_factory: Callable[..., Sidecar],
+    app_sidecar: Callable[..., Sidecar],
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:  # a free port for app B (the script serves it)
+        sock.bind(("127.0.0.1", 0))
+        app_b_port = sock.getsockname()[1]
+    invoke = CONFIG / "invoke"
+    sidecar_b = app_sidecar(["-c", str(invoke / "sidecar-b.yaml"), "--app-port", str(app_b_port)])
+    # Sidecar A's config as shipped, but with appB resolved to this test's sidecar B.
+    config_a = yaml.safe_load((invoke / "sidecar-a.yaml").read_text())
+    (resolver,) = [c for c in config_a["components"] if c["type"] == "nameresolution.static"]
+    resolver["metadata"]["apps"]["appB"] = [f"127.0.0.1:{sidecar_b.grpc_port}"]
+    (tmp_path / "sidecar-a.yaml").write_text(yaml.safe_dump(config_a))
+    sidecar_a = sidecar_factory(["-c", str(tmp_path / "sidecar-a.yaml")])
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "invoke_quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(
+            {"LAYOTTO_GRPC_PORT": str(sidecar_a.grpc_port), "APP_B_PORT": str(app_b_port)}
+        ),
+        cwd=REPO_ROOT,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    logs = f"sidecar A:\n{sidecar_a.log()}\nsidecar B:\n{sidecar_b.log()}"
+    assert result.returncode == 0, f"{result.stderr}\n{logs}"
+    assert result.stdout.strip() == "appB answered greet: hello, newcomer"
+
+
+@pytest.mark.parametrize("name", ["sidecar-a.yaml", "sidecar-b.yaml"])
+def test_invoke_configs_pass_check(name: str) -> None:
+    result = run_cli("check", "-c", str(CONFIG / "invoke" / name))
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
 def test_quickstart_fails_without_a_sidecar() -> None:
     # Port 1 on loopback: nothing listens there, so the example must fail, not print `world`.
     result = run_quickstart(1)
@@ -94,4 +184,6 @@ def test_sample_configs_are_all_covered() -> None:
         Path("layotto.yaml"),
         Path("layotto.json"),
         Path("components/statestore.yaml"),
+        Path("invoke/sidecar-a.yaml"),
+        Path("invoke/sidecar-b.yaml"),
     }
