@@ -502,3 +502,32 @@ async def test_an_event_left_unanswered_on_a_stream_is_sent_again_after_the_app_
         finally:
             channel.close()
     assert calls == {sent: 2}
+
+
+class BlinkingApp(CallbackApp):
+    """ListTopicSubscriptions answers UNAVAILABLE twice (the app is still starting), then lists."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        super().__init__([Route(PUBSUB, "blink", inbox)])
+        self.asked = 0
+
+    async def list_topic_subscriptions(self, message: Any) -> pb.ListTopicSubscriptionsResponse:
+        self.asked += 1
+        if self.asked <= 2:
+            raise GRPCError(Status.UNAVAILABLE, "still starting")
+        return await super().list_topic_subscriptions(message)
+
+
+async def test_list_topic_subscriptions_is_asked_again_after_a_transport_failure() -> None:
+    inbox = Inbox()
+    app = BlinkingApp(inbox)
+    async with serve_app(app) as port, fast_sidecar(app_port=port) as sidecar:
+        await wait_until_ready(sidecar)
+        channel = sidecar.channel()
+        try:
+            sent = await publish(channel, PUBSUB, "blink", b"1")
+            (event,) = await inbox.wait_for(1)
+        finally:
+            channel.close()
+    assert app.asked == 3
+    assert event.id == sent

@@ -19,6 +19,7 @@ from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 
 from layotto._proto.spec.proto.runtime import v1 as pb
+from layotto.backoff import backoff_delay
 from layotto.errors import Unsupported
 from layotto.services.cloudevents import EventStatus, TopicEvent
 from layotto.services.pubsub_delivery import AppUnavailable
@@ -26,6 +27,11 @@ from layotto.services.pubsub_delivery import AppUnavailable
 log = logging.getLogger(__name__)
 
 LIST_TIMEOUT_SECONDS = 5.0
+# Answers that come from the connection, not from the app's own code (grpclib reports a
+# reply without gRPC headers, e.g. from a closing server, as UNKNOWN).
+# An app handler that raises also answers UNKNOWN: such answers are retried a few times only.
+LIST_ATTEMPTS = 8
+_TRANSPORT_STATUSES = frozenset({Status.UNAVAILABLE, Status.UNKNOWN, Status.DEADLINE_EXCEEDED})
 CONNECT_POLL_SECONDS = 0.2
 
 
@@ -88,24 +94,36 @@ class AppCallbackClient:
                 await anyio.sleep(CONNECT_POLL_SECONDS)
 
     async def list_subscriptions(self) -> list[AppSubscription]:
-        """The app's subscriptions; UNIMPLEMENTED (or any error) means none, as upstream."""
-        try:
-            response = await self._stub.list_topic_subscriptions(timeout=LIST_TIMEOUT_SECONDS)
-        except GRPCError as err:
-            if err.status is not Status.UNIMPLEMENTED:
-                log.warning(
-                    "ListTopicSubscriptions failed (%s: %s): no subscriptions",
-                    err.status.name,
-                    err.message,
-                )
-            return []
-        except (OSError, StreamTerminatedError, TimeoutError, anyio.BrokenResourceError) as err:
-            log.warning("ListTopicSubscriptions failed (%s): no subscriptions", err)
-            return []
-        return [
-            AppSubscription(s.pubsub_name, s.topic, dict(s.metadata))
-            for s in response.subscriptions
-        ]
+        """The app's subscriptions. UNIMPLEMENTED means none; so does any error the app itself
+        answers (as upstream). A transport failure (the app restarting, not listening yet) is
+        retried with backoff: a sidecar must not start with no subscriptions because the app
+        blinked."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._stub.list_topic_subscriptions(timeout=LIST_TIMEOUT_SECONDS)
+            except GRPCError as err:
+                if err.status is Status.UNIMPLEMENTED:
+                    return []
+                if err.status not in _TRANSPORT_STATUSES or attempt >= LIST_ATTEMPTS:
+                    log.warning(
+                        "ListTopicSubscriptions failed (%s: %s): no subscriptions",
+                        err.status.name,
+                        err.message,
+                    )
+                    return []
+                reason = f"{err.status.name}: {err.message}"
+            except (OSError, StreamTerminatedError, TimeoutError, anyio.BrokenResourceError) as err:
+                reason = type(err).__name__
+            else:
+                return [
+                    AppSubscription(s.pubsub_name, s.topic, dict(s.metadata))
+                    for s in response.subscriptions
+                ]
+            log.info("ListTopicSubscriptions failed (%s); asking the app again", reason)
+            await anyio.sleep(backoff_delay(attempt, base=0.1, cap=2.0))
+            attempt += 1
+            await self.wait_until_listening()
 
     async def deliver(self, event: TopicEvent) -> EventStatus | int:
         try:
