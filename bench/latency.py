@@ -327,15 +327,26 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_latency_results(document: Mapping[str, Any], directory: Path) -> Path:
-    """``latency-<UTC timestamp>.json`` + ``.md``, copied to ``latency-latest.*``."""
+def write_results(
+    document: Mapping[str, Any],
+    directory: Path,
+    *,
+    name: str = "latency",
+    render: Callable[[Mapping[str, Any]], str] | None = None,
+) -> Path:
+    """``<name>-<UTC timestamp>.json`` + ``.md``, copied to ``<name>-latest.*``."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"latency-{stamp}.json"
+    path = directory / f"{name}-{stamp}.json"
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    markdown = render_markdown(document)
+    markdown = (render or render_markdown)(document)
     path.write_text(text, encoding="utf-8")
     path.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    (directory / "latency-latest.json").write_text(text, encoding="utf-8")
-    (directory / "latency-latest.md").write_text(markdown, encoding="utf-8")
+    (directory / f"{name}-latest.json").write_text(text, encoding="utf-8")
+    (directory / f"{name}-latest.md").write_text(markdown, encoding="utf-8")
     return path
+
+
+def write_latency_results(document: Mapping[str, Any], directory: Path) -> Path:
+    """``latency-<UTC timestamp>.json`` + ``.md``, copied to ``latency-latest.*``."""
+    return write_results(document, directory)

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime
 import gc
-import json
 import sys
 import time
 import urllib.error
@@ -45,7 +44,7 @@ from layotto.services.cloudevents import CLOUDEVENTS_JSON, EventStatus, TopicEve
 from layotto.testing.pubsub import CallbackApp, Route, serve_app, topic_stream
 
 from bench.harness import BenchOptions, _meta, _provide_backends, cleanup_external
-from bench.latency import summarize_ms
+from bench.latency import summarize_ms, write_results
 from bench.scenarios.pubsub import (
     APP_ID,
     COMPONENT_BACKENDS,
@@ -677,13 +676,4 @@ def render_markdown(document: Mapping[str, Any]) -> str:
 
 def write_pubsub_latency_results(document: Mapping[str, Any], directory: Path) -> Path:
     """``pubsub-latency-<UTC timestamp>.json`` + ``.md``, copied to ``pubsub-latency-latest.*``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"pubsub-latency-{stamp}.json"
-    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    markdown = render_markdown(document)
-    path.write_text(text, encoding="utf-8")
-    path.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    (directory / "pubsub-latency-latest.json").write_text(text, encoding="utf-8")
-    (directory / "pubsub-latency-latest.md").write_text(markdown, encoding="utf-8")
-    return path
+    return write_results(document, directory, name="pubsub-latency", render=render_markdown)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `import bench` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -195,19 +197,13 @@ def _latency_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        document = run_latency(options)
-    except (SidecarError, RedisServerError) as err:
-        print(f"benchmark failed: {err}", file=sys.stderr)
-        return 1
-    print(render_latency(document), end="")
-    if not args.no_write:
-        path = write_latency_results(document, args.output_dir)
-        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, latency-latest.*)")
-    issues = latency_problems(document)
-    for issue in issues:
-        print(f"PROBLEM: {issue}", file=sys.stderr)
-    return 1 if issues else 0
+    return _report_latency(
+        lambda: run_latency(options),
+        render_latency,
+        write_latency_results,
+        latency_problems,
+        args,
+    )
 
 
 def _pubsub_latency_main(args: argparse.Namespace) -> int:
@@ -232,16 +228,34 @@ def _pubsub_latency_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return _report_latency(
+        lambda: run_pubsub_latency(options),
+        render_latency,
+        write_pubsub_latency_results,
+        latency_problems,
+        args,
+    )
+
+
+def _report_latency(
+    run: Callable[[], Mapping[str, Any]],
+    render: Callable[[Mapping[str, Any]], str],
+    write: Callable[[Mapping[str, Any], Path], Path],
+    problems: Callable[[Mapping[str, Any]], list[str]],
+    args: argparse.Namespace,
+) -> int:
+    """Run a latency mode, print its tables, write its files, exit 1 on any problem."""
     try:
-        document = run_pubsub_latency(options)
+        document = run()
     except (SidecarError, RedisServerError) as err:
         print(f"benchmark failed: {err}", file=sys.stderr)
         return 1
-    print(render_latency(document), end="")
+    print(render(document), end="")
     if not args.no_write:
-        path = write_pubsub_latency_results(document, args.output_dir)
-        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, pubsub-latency-latest.*)")
-    issues = latency_problems(document)
+        path = write(document, args.output_dir)
+        latest = path.name.rsplit("-", 1)[0] + "-latest.*"
+        print(f"\nwrote {path} (and {path.with_suffix('.md').name}, {latest})")
+    issues = problems(document)
     for issue in issues:
         print(f"PROBLEM: {issue}", file=sys.stderr)
     return 1 if issues else 0

@@ -121,18 +121,19 @@ class InvokeService:
         self._config = config
         self._own_app_id = own_app_id
         self._local_app = local_app
-        channels = {n: b.component for n, b in registry.of_kind(Kind.RPC).items()}
+        channels: dict[str, RpcChannel] = {}
+        for name, built in registry.of_kind(Kind.RPC).items():
+            if not isinstance(built.component, RpcChannel):
+                raise TypeError(f"rpc component {name!r} is not an RpcChannel")
+            channels[name] = built.component
         resolvers = {n: b.component for n, b in registry.of_kind(Kind.NAMERESOLUTION).items()}
         filters = {n: b.component for n, b in registry.of_kind(Kind.RPCFILTER).items()}
-        for name, component in channels.items():
-            if not isinstance(component, RpcChannel):
-                raise TypeError(f"rpc component {name!r} is not an RpcChannel")
         self._routes: dict[str, _Route] = {}
         for name, channel in channels.items():
             chain = config.filters.get(name)
             self._routes[name] = _Route(
                 name,
-                channel,  # type: ignore[arg-type]
+                channel,
                 self._filters(filters, chain.before if chain else [], name),
                 self._filters(filters, chain.after if chain else [], name),
             )

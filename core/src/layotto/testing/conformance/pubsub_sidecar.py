@@ -166,7 +166,7 @@ class CallbackHarness:
                 self._signal()
                 try:
                     while self._generation == generation:
-                        await self._wait_change()
+                        await self._changed.wait()
                 finally:
                     self._channel.close()
                     self._channel = None
@@ -176,13 +176,10 @@ class CallbackHarness:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def _wait_change(self) -> None:
-        await self._changed.wait()
-
     async def _wait_for(self, generation: int) -> None:
         with anyio.fail_after(READY_TIMEOUT):
             while self._served < generation:
-                await self._wait_change()
+                await self._changed.wait()
 
     async def _restart(self) -> None:
         self._generation += 1
