@@ -21,7 +21,12 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 TARGET = PROTO_ROOT.parent / "core" / "src" / "layotto" / "_proto"
-INCLUDE_ROOTS = [PROTO_ROOT / "layotto", PROTO_ROOT / "dapr", PROTO_ROOT / "grpc"]
+INCLUDE_ROOTS = [
+    PROTO_ROOT / "layotto",
+    PROTO_ROOT / "dapr",
+    PROTO_ROOT / "grpc",
+    PROTO_ROOT / "googleapis",
+]
 DESCRIPTOR_FILE = "descriptors.binpb"
 
 

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,6 +85,11 @@ class AppConfig(_Model):
     # The app's gRPC callback port; 0 = the app takes no callbacks.
     port: int = Field(default=0, ge=0, le=65535)
     host: str = DEFAULT_HOST
+    # Which callback service the app serves: Layotto's `spec.proto.runtime.v1.AppCallback`,
+    # Dapr's `dapr.proto.runtime.v1.AppCallback`, or `auto` (asked at startup: Dapr first).
+    protocol: Literal["auto", "dapr", "layotto"] = "auto"
+    # Sent to the app as `dapr-api-token` on every callback (Dapr's APP_API_TOKEN).
+    api_token: str | None = None
 
 
 class ServerConfig(_Model):
@@ -92,6 +97,9 @@ class ServerConfig(_Model):
     grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
     http_port: int = Field(default=DEFAULT_HTTP_PORT, ge=0, le=65535)
     api_token: str | None = None
+    # The Dapr SDKs send no token on server-streaming calls (dapr-compat.md 2.3): with a token
+    # set, `subscribe_configuration` fails unless these streams are let through without one.
+    allow_tokenless_config_subscribe: bool = False
     grace_period: float = Field(default=5.0, ge=0)
 
 
@@ -134,11 +142,25 @@ class RpcConfig(_Model):
     eject_seconds: float = Field(default=10.0, ge=0)
 
 
+class SecretScope(_Model):
+    """Which secrets of one store the app may read (Dapr's `secrets.scopes` entry)."""
+
+    default_access: Literal["allow", "deny"] = "allow"
+    allowed_secrets: list[str] = Field(default_factory=list)
+    denied_secrets: list[str] = Field(default_factory=list)
+
+
+class SecretsConfig(_Model):
+    # Secret store name -> its access policy; stores without an entry allow everything.
+    scopes: dict[str, SecretScope] = Field(default_factory=dict)
+
+
 class RuntimeConfig(_Model):
     app: AppConfig = AppConfig()
     server: ServerConfig = ServerConfig()
     pubsub: PubSubDeliveryConfig = PubSubDeliveryConfig()
     rpc: RpcConfig = RpcConfig()
+    secrets: SecretsConfig = SecretsConfig()
     components: tuple[ComponentConfig, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:

@@ -37,11 +37,13 @@ from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.plugins import Catalog
+from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
 from layotto.services.invoke import InvokeService, LocalApp
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
 from layotto.services.pubsub_delivery import DeliveryPolicy
+from layotto.services.secrets import SecretService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 from layotto.version import runtime_version
@@ -62,6 +64,8 @@ class Runtime:
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
     dispatcher: PubSubDispatcher | None = None  # set while serving, with an app port
+    # Dapr's extended metadata: set by SetMetadata / PUT /v1.0/metadata/{key}, kept in memory.
+    extended_metadata: dict[str, str] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -109,7 +113,7 @@ class Runtime:
             "id": self.config.app.id,
             "runtimeVersion": runtime_version(),
             "components": components,
-            "extended": {},
+            "extended": dict(self.extended_metadata),
             "subscriptions": [
                 {
                     "pubsubname": s["pubsubName"],
@@ -158,6 +162,10 @@ class Runtime:
                 InvokeService(
                     self.components, config.rpc, own_app_id=config.app.id, local_app=local_app
                 ),
+                SecretService(self.components, config.secrets.scopes),
+                BindingService(self.components),
+                StateService(self.components, config.app.id, default_key_prefix="appid"),
+                LockService(self.components, config.app.id),
             )
             # The sequencer's background segment loads and the configuration watchers live in
             # task groups of their own that outlive the API: they close after the drain,

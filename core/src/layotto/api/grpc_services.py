@@ -12,10 +12,12 @@ from layotto.api.grpc_health import HealthService
 from layotto.api.grpc_reflection import DescriptorIndex, ReflectionV1, ReflectionV1Alpha
 from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
+from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
 from layotto.services.invoke import InvokeService
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
+from layotto.services.secrets import SecretService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
@@ -50,7 +52,9 @@ def _describe(service_name: str) -> Callable[[str], str]:
 
 @dataclass(frozen=True, slots=True)
 class ApiServices:
-    """The building blocks the API edges call."""
+    """The building blocks the API edges call. State and lock come twice: the surfaces share
+    the implementation but not the key scheme (Layotto: no state prefix, `lock|||`; Dapr:
+    `<appid>||key`, `lock||<appid>||resource`), as each upstream stores them."""
 
     state: StateService
     lock: LockService
@@ -58,6 +62,10 @@ class ApiServices:
     configuration: ConfigurationService
     pubsub: PubSubService
     invoke: InvokeService
+    secrets: SecretService
+    bindings: BindingService
+    dapr_state: StateService
+    dapr_lock: LockService
 
 
 @dataclass(frozen=True, slots=True)

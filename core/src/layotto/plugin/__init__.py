@@ -14,6 +14,14 @@ object) implementing `layotto_components()`::
         return [ComponentSpec(Kind.STATE, "redis", RedisStateMetadata, RedisStateStore)]
 """
 
+from layotto.plugin.bindings import (
+    BindingEvent,
+    BindingHandler,
+    BindingRequest,
+    BindingResponse,
+    InputBinding,
+    OutputBinding,
+)
 from layotto.plugin.component import (
     Component,
     ComponentContext,
@@ -59,6 +67,7 @@ from layotto.plugin.pubsub import (
     SubscribeRequest,
     Subscription,
 )
+from layotto.plugin.secrets import SecretStore, SecretStoreFeature
 from layotto.plugin.sequencer import Segment, SequencerStore
 from layotto.plugin.state import (
     TTL_EXPIRE_METADATA,
@@ -88,6 +97,10 @@ __all__ = [
     "VERSION_METADATA",
     "BackendTimeout",
     "BackendUnavailable",
+    "BindingEvent",
+    "BindingHandler",
+    "BindingRequest",
+    "BindingResponse",
     "BulkGetItem",
     "BulkStateError",
     "Component",
@@ -109,6 +122,7 @@ __all__ = [
     "GetResponse",
     "Health",
     "HealthStatus",
+    "InputBinding",
     "InvalidArgument",
     "Kind",
     "LayottoError",
@@ -116,11 +130,14 @@ __all__ = [
     "LockStore",
     "Message",
     "NotFound",
+    "OutputBinding",
     "PermissionDenied",
     "PubSub",
     "PubSubFeature",
     "PublishRequest",
     "ResourceExhausted",
+    "SecretStore",
+    "SecretStoreFeature",
     "Segment",
     "SequencerStore",
     "SetRequest",

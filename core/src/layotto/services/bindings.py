@@ -1,0 +1,99 @@
+"""The Bindings building block: output invocation (both APIs) and the input bindings the
+app asked for (delivered by the binding dispatcher).
+
+A component counts as an output binding when it implements `OutputBinding` and its
+`direction` metadata (if any) includes `output`; likewise for input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from layotto.components import BuiltComponent, ComponentRegistry
+from layotto.errors import InvalidArgument, LayottoError, NotConfigured
+from layotto.plugin import (
+    BindingRequest,
+    BindingResponse,
+    InputBinding,
+    Kind,
+    OutputBinding,
+)
+from layotto.plugin.bindings import DIRECTION_METADATA
+from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
+from layotto.services.keys import KeyPrefix
+
+_NO_KEYS = KeyPrefix("")
+REASON = "ERR_INVOKE_OUTPUT_BINDING"
+
+
+def _directions(built: BuiltComponent) -> set[str] | None:
+    """The declared directions, or None when the metadata does not say (then: all it can)."""
+    raw = built.config.metadata.get(DIRECTION_METADATA)
+    if raw is None or not str(raw).strip():
+        return None
+    return {part.strip().lower() for part in str(raw).split(",") if part.strip()}
+
+
+class BindingService:
+    def __init__(
+        self, registry: ComponentRegistry, *, call_timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> None:
+        self._call_timeout = call_timeout
+        self._outputs: dict[str, OutputBinding] = {}
+        self._inputs: dict[str, InputBinding] = {}
+        for name, built in registry.of_kind(Kind.BINDINGS).items():
+            directions = _directions(built)
+            component = built.component
+            if isinstance(component, OutputBinding) and (
+                directions is None or "output" in directions
+            ):
+                self._outputs[name] = component
+            if isinstance(component, InputBinding) and (
+                directions is None or "input" in directions
+            ):
+                self._inputs[name] = component
+
+    def output_names(self) -> list[str]:
+        return sorted(self._outputs)
+
+    def inputs(self) -> dict[str, InputBinding]:
+        return dict(self._inputs)
+
+    async def invoke(
+        self,
+        name: str,
+        operation: str,
+        data: bytes = b"",
+        metadata: Mapping[str, str] | None = None,
+    ) -> BindingResponse:
+        if not self._outputs:
+            raise NotConfigured("output binding is not configured", reason=REASON)
+        if not name:
+            raise InvalidArgument("field 'name' must not be empty", reason=REASON)
+        binding = self._outputs.get(name)
+        if binding is None:
+            raise InvalidArgument(f"couldn't find output binding {name}", reason=REASON)
+        if not operation:
+            raise InvalidArgument("operation field is missing from request", reason=REASON)
+        supported = list(binding.operations())
+        if operation not in supported:
+            raise InvalidArgument(
+                f"binding {name} does not support operation {operation}. "
+                f"supported operations: {' '.join(supported)}",
+                reason=REASON,
+            )
+        request = BindingRequest(operation, data, dict(metadata or {}))
+        try:
+            return await call_component(
+                f"invoke output binding {name!r} ({operation})",
+                "the binding",
+                _NO_KEYS,
+                self._call_timeout,
+                lambda: binding.invoke(request),
+            )
+        except LayottoError as err:
+            err.message = f"error when invoke output binding {name}: {err.message}"
+            err.args = (err.message,)
+            if err.reason == err.default_reason:
+                err.reason = REASON
+            raise
