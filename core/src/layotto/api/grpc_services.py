@@ -87,6 +87,8 @@ def build_grpc_services(
                 services.configuration,
                 services.pubsub,
                 services.invoke,
+                services.secrets,
+                services.bindings,
                 gate.drain_started,
             ),
             "Runtime",

@@ -22,10 +22,12 @@ from layotto.plugin import (
     SetRequest,
     TransactionOperation,
 )
+from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
 from layotto.services.invoke import InvokeService
 from layotto.services.lock import LockService
 from layotto.services.pubsub import PubSubService
+from layotto.services.secrets import SecretService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
 
@@ -157,9 +159,13 @@ class LayottoRuntime(pb.RuntimeBase):
         configuration: ConfigurationService,
         pubsub: PubSubService,
         invoke: InvokeService,
+        secrets: SecretService,
+        bindings: BindingService,
         drain_started: anyio.Event,
     ) -> None:
         self._state = state
+        self._secrets = secrets
+        self._bindings = bindings
         self._lock = lock
         self._sequencer = sequencer
         self._configuration = configuration
@@ -314,3 +320,23 @@ class LayottoRuntime(pb.RuntimeBase):
         strong = _strong(message.options)
         next_id = await self._sequencer.get_next_id(message.store_name, message.key, strong=strong)
         return pb.GetNextIdResponse(next_id=next_id)
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    async def get_secret(self, message: pb.GetSecretRequest) -> pb.GetSecretResponse:
+        data = await self._secrets.get(message.store_name, message.key, message.metadata)
+        return pb.GetSecretResponse(data=data)
+
+    async def get_bulk_secret(self, message: pb.GetBulkSecretRequest) -> pb.GetBulkSecretResponse:
+        found = await self._secrets.bulk_get(message.store_name, message.metadata)
+        return pb.GetBulkSecretResponse(
+            data={key: pb.SecretResponse(secrets=values) for key, values in found.items()}
+        )
+
+    # -- bindings --------------------------------------------------------------------------
+
+    async def invoke_binding(self, message: pb.InvokeBindingRequest) -> pb.InvokeBindingResponse:
+        response = await self._bindings.invoke(
+            message.name, message.operation, message.data, message.metadata
+        )
+        return pb.InvokeBindingResponse(data=response.data, metadata=dict(response.metadata))

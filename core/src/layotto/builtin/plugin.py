@@ -81,4 +81,32 @@ def layotto_components() -> list[ComponentSpec]:
             "layotto.builtin.rpc_filters:DubboJsonRpcFilter.create",
             description="Dubbo JSON-RPC headers (x-services, x-method), path = app id",
         ),
+        ComponentSpec(
+            Kind.SECRETSTORES,
+            "in-memory",
+            "layotto.builtin.secret_stores:InMemorySecretStoreMetadata",
+            "layotto.builtin.secret_stores:InMemorySecretStore.create",
+            description="secrets given in the component's own metadata (tests, the default)",
+        ),
+        ComponentSpec(
+            Kind.SECRETSTORES,
+            "local.file",
+            "layotto.builtin.secret_stores:LocalFileSecretStoreMetadata",
+            "layotto.builtin.secret_stores:LocalFileSecretStore.create",
+            description="a JSON file of secrets, nested keys flattened with a separator",
+        ),
+        ComponentSpec(
+            Kind.SECRETSTORES,
+            "local.env",
+            "layotto.builtin.secret_stores:LocalEnvSecretStoreMetadata",
+            "layotto.builtin.secret_stores:LocalEnvSecretStore.create",
+            description="the sidecar's environment variables as secrets",
+        ),
+        ComponentSpec(
+            Kind.BINDINGS,
+            "http",
+            "layotto.builtin.binding_http:HttpBindingMetadata",
+            "layotto.builtin.binding_http:HttpBinding.create",
+            description="output binding: HTTP requests (get, post, put, delete, ...) to a URL",
+        ),
     ]
