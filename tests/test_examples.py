@@ -83,6 +83,32 @@ def test_pubsub_quickstart_receives_what_it_published(
     assert [data for _, data in received] == ['{"order":0}', '{"order":1}', '{"order":2}']
 
 
+def test_dapr_sdk_quickstart_runs_unmodified(sidecar_factory: Callable[..., Sidecar]) -> None:
+    """The Dapr SDK example against the embedded default, configured only by the two port
+    variables a Dapr user sets."""
+    sidecar = sidecar_factory(["--app-id", "quickstart"])
+    env = {"DAPR_GRPC_PORT": str(sidecar.grpc_port), "DAPR_HTTP_PORT": str(sidecar.http_port)}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dapr_sdk_quickstart.py")],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in subprocess_env(env).items() if not k.startswith("DAPR_API")},
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, f"{result.stderr}\nsidecar log:\n{sidecar.log()}"
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('state: {"qty": 3} etag: ')
+    assert lines[1] == "event: {'id': 1} from quickstart"
+    assert lines[2] == "configuration: (empty)"
+    assert lines[3] == "locked: True"
+    assert lines[4] == "secrets: {}"
+    assert lines[5].startswith("sidecar: quickstart [")
+    assert "'statestore'" in lines[5]
+
+
 @pytest.fixture
 def app_sidecar() -> Iterator[Callable[..., Sidecar]]:
     """`start(args) -> Sidecar` for a sidecar with an app port: it stays not-ready (503) until

@@ -71,6 +71,7 @@ def test_no_sources_gives_the_embedded_default() -> None:
         (Kind.CONFIGURATION, "configstore"),
         (Kind.LOCK, "lockstore"),
         (Kind.SEQUENCER, "sequencer"),
+        (Kind.SECRETSTORES, "secretstore"),
     ]:
         assert (kind, name, "in-memory", DEFAULT_SOURCE) in built
     # Every default component is in-memory and has a unique (kind, name).
@@ -657,9 +658,9 @@ metadata:
               - name: redisHost
                 value: localhost:6379
               - name: redisPassword
-                secretKeyRef: {name: redis-secret, key: password}
+                secretKeyRef: {key: password}
             """,
-            ["'spec.metadata[1]'", "redisPassword", "secretKeyRef"],
+            ["'spec.metadata[1]'", "redisPassword", "secretKeyRef", "'name'"],
         ),
     ],
 )

@@ -147,21 +147,26 @@ def plugins() -> None:
 @main.command()
 @_config_options
 def check(config_file: Path | None, resources_paths: tuple[Path, ...]) -> None:
-    """Validate the configuration (plugins, component types, metadata) and exit."""
-    from layotto.components import build
+    """Validate the configuration (plugins, component types, metadata, secret references)
+    and exit. Secret references must name a configured secret store; no secret is read."""
+    from layotto.components import validate
     from layotto.plugins import load_catalog
 
     setup_logging("warning")
     try:
         config = load_config(config_file, resources_paths)
-        built = build(config, load_catalog())
+        built = validate(config, load_catalog())
     except ConfigError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_CONFIG)
     click.echo(f"configuration OK: {len(built)} component(s)")
     for item in built:
+        # Secret references are checked to name a configured store, not read: say so.
+        stores = sorted({ref.store for ref in item.refs})
+        reads = f"  [secrets from {', '.join(stores)}, read at startup]" if stores else ""
         click.echo(
-            f"    {item.config.name:<20} {item.config.qualified_type}  ({item.config.source})"
+            f"    {item.config.name:<20} {item.config.qualified_type}  "
+            f"({item.config.source}){reads}"
         )
 
 

@@ -62,6 +62,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SecretRef(_Model):
+    """A metadata value read from a secret store at startup: Dapr's `secretKeyRef` (also the
+    native format's), Layotto's `secret_ref`. The runtime starts the secret stores first, reads
+    each reference and injects the value before the component's metadata is validated;
+    `layotto check` only checks that the store is configured."""
+
+    # The metadata name the value is injected as.
+    field: str = Field(min_length=1)
+    # The secret store component; "" = the only one configured (an error if there are more).
+    store: str = ""
+    # The secret's name in the store, and which of its values to take.
+    secret: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    # How this config format names the store, for the error when it names none.
+    store_field: str = "auth.secretstore"
+
+    def describe(self) -> str:
+        """Names the secret, never its value."""
+        return f"secret {self.secret!r} key {self.key!r} in secret store {self.store!r}"
+
+
 class ComponentConfig(_Model):
     name: str = Field(min_length=1)
     kind: Kind
@@ -73,6 +94,8 @@ class ComponentConfig(_Model):
     # Sequencer only (`biggerThan`): key -> every id handed out for it must be greater.
     bigger_than: dict[str, int] = Field(default_factory=dict)
     ignore_errors: bool = False
+    # Metadata values read from secret stores at startup (not in `metadata` until then).
+    secret_refs: tuple[SecretRef, ...] = ()
     source: str = DEFAULT_SOURCE
 
     @property
@@ -177,8 +200,15 @@ class RuntimeConfig(_Model):
 
 
 def embedded_default_components() -> tuple[ComponentConfig, ...]:
-    # The blocks with an in-memory component.
-    kinds = (Kind.STATE, Kind.PUBSUB, Kind.CONFIGURATION, Kind.LOCK, Kind.SEQUENCER)
+    # The blocks with an in-memory component (the secret store starts empty).
+    kinds = (
+        Kind.STATE,
+        Kind.PUBSUB,
+        Kind.CONFIGURATION,
+        Kind.LOCK,
+        Kind.SEQUENCER,
+        Kind.SECRETSTORES,
+    )
     return tuple(
         ComponentConfig(name=DEFAULT_COMPONENT_NAMES[kind], kind=kind, type="in-memory")
         for kind in kinds
@@ -248,7 +278,11 @@ def _load_file(path: Path) -> tuple[dict[str, Any], list[ComponentConfig]]:
     return raw, [_native_component(entry, str(path), i) for i, entry in enumerate(components)]
 
 
-NATIVE_COMPONENT_FIELDS = frozenset({"name", "type", "version", "metadata", "ignore_errors"})
+NATIVE_COMPONENT_FIELDS = frozenset(
+    {"name", "type", "version", "metadata", "ignore_errors", "auth"}
+)
+SECRET_KEY_REF = "secretKeyRef"
+LAYOTTO_SECRET_REF_FIELDS = frozenset({"store_name", "key", "sub_key", "inject_as"})
 
 
 def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
@@ -270,6 +304,16 @@ def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
     metadata = entry.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ConfigError(f"{source}: {label}: field 'metadata' must be a mapping")
+    # A metadata value `{secretKeyRef: {name, key}}` is read from the store `auth.secretstore`,
+    # as in a Dapr Component.
+    store = _auth_secret_store(entry.get("auth"), source, label, "auth")
+    refs = [
+        _secret_key_ref(
+            value[SECRET_KEY_REF], store, str(name), source, f"{label}: metadata.{name}"
+        )
+        for name, value in metadata.items()
+        if _is_secret_key_ref(value, source, f"{label}: metadata.{name}")
+    ]
     return _component(
         source,
         label,
@@ -279,7 +323,86 @@ def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
         version=entry.get("version", "v1"),
         metadata=metadata,
         ignore_errors=entry.get("ignore_errors", False),
+        secret_refs=refs,
     )
+
+
+def _is_secret_key_ref(value: Any, source: str, where: str) -> bool:
+    if not isinstance(value, dict) or SECRET_KEY_REF not in value:
+        return False
+    if len(value) != 1:
+        others = ", ".join(sorted(map(repr, set(value) - {SECRET_KEY_REF})))
+        raise ConfigError(
+            f"{source}: {where}: a secret reference holds only {SECRET_KEY_REF!r}, not {others}"
+        )
+    return True
+
+
+def _auth_secret_store(auth: Any, source: str, label: str, field: str) -> str:
+    """The `auth.secretstore` of a component ("" when absent)."""
+    if auth is None:
+        return ""
+    if not isinstance(auth, dict) or set(auth) - {"secretstore"}:
+        raise ConfigError(
+            f"{source}: {label}: field '{field}' must be a mapping with only 'secretstore'"
+        )
+    store = auth.get("secretstore") or ""
+    if not isinstance(store, str):
+        raise ConfigError(f"{source}: {label}: field '{field}.secretstore' must be a string")
+    return store
+
+
+def _secret_key_ref(ref: Any, store: str, field: str, source: str, where: str) -> SecretRef:
+    """Dapr's `secretKeyRef: {name, key}`; without `key`, the key is the secret's name."""
+    if not isinstance(ref, dict) or set(ref) - {"name", "key"}:
+        raise ConfigError(
+            f"{source}: {where}: {SECRET_KEY_REF} must be a mapping of 'name' and optional 'key'"
+        )
+    name, key = ref.get("name"), ref.get("key") or ""
+    if not isinstance(name, str) or not name or not isinstance(key, str):
+        raise ConfigError(
+            f"{source}: {where}: {SECRET_KEY_REF} needs 'name' (the secret's name) as a string, "
+            "and 'key' (which of its values) as a string if given"
+        )
+    return SecretRef(field=field, store=store, secret=name, key=key or name)
+
+
+def _layotto_secret_refs(refs: Any, source: str, label: str) -> list[SecretRef]:
+    """`secret_ref: [{store_name, key, sub_key, inject_as}]`: `metadata[inject_as or sub_key]
+    = secret(key)[sub_key]`. Without `sub_key` the value named like the secret is taken
+    (upstream would inject nothing)."""
+    if refs is None:
+        return []
+    if not isinstance(refs, list):
+        raise ConfigError(f"{source}: {label}: field 'secret_ref' must be a list")
+    out = []
+    for i, ref in enumerate(refs):
+        where = f"{label}: secret_ref[{i}]"
+        if not isinstance(ref, dict):
+            raise ConfigError(f"{source}: {where} must be a mapping")
+        unknown = sorted(set(ref) - LAYOTTO_SECRET_REF_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"{source}: {where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                f"expected {', '.join(sorted(LAYOTTO_SECRET_REF_FIELDS))}"
+            )
+        values = {f: ref.get(f) or "" for f in LAYOTTO_SECRET_REF_FIELDS}
+        if not all(isinstance(v, str) for v in values.values()) or not values["key"]:
+            raise ConfigError(
+                f"{source}: {where}: 'key' (the secret's name) is required; 'store_name', "
+                "'sub_key' and 'inject_as' must be strings"
+            )
+        sub_key = values["sub_key"] or values["key"]
+        out.append(
+            SecretRef(
+                field=values["inject_as"] or sub_key,
+                store=values["store_name"],
+                secret=values["key"],
+                key=sub_key,
+                store_field="store_name",
+            )
+        )
+    return out
 
 
 def _split_type(qualified: str, source: str, label: str, field: str = "type") -> tuple[Kind, str]:
@@ -294,8 +417,26 @@ def _split_type(qualified: str, source: str, label: str, field: str = "type") ->
         ) from None
 
 
-def _component(source: str, label: str, **fields: Any) -> ComponentConfig:
+def _component(
+    source: str, label: str, *, secret_refs: Iterable[SecretRef] = (), **fields: Any
+) -> ComponentConfig:
     metadata = dict(fields.pop("metadata"))
+    refs = tuple(secret_refs)
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.field in (KEY_PREFIX_METADATA, BIGGER_THAN_METADATA):
+            raise ConfigError(
+                f"{source}: {label}: field 'metadata.{ref.field}' is the sidecar's own setting "
+                "and cannot come from a secret store"
+            )
+        if ref.field in seen:
+            raise ConfigError(
+                f"{source}: {label}: field 'metadata.{ref.field}' has two secret references"
+            )
+        seen.add(ref.field)
+        # The secret wins over an inline value (Layotto configs often keep `"redisPassword": ""`
+        # beside the reference that fills it).
+        metadata.pop(ref.field, None)
     prefix = metadata.pop(KEY_PREFIX_METADATA, None)
     if prefix is not None and "||" in str(prefix):
         raise ConfigError(f"{source}: {label}: field 'metadata.keyPrefix' must not contain '||'")
@@ -314,6 +455,7 @@ def _component(source: str, label: str, **fields: Any) -> ComponentConfig:
             metadata=metadata,
             key_prefix=None if prefix is None else str(prefix),
             bigger_than=bigger_than,
+            secret_refs=refs,
             source=source,
         )
     except ValidationError as err:
@@ -412,7 +554,13 @@ def _from_layotto(
                     metadata[extra] = entry[extra]
             components.append(
                 _component(
-                    source, label, name=name, kind=kind, type=entry["type"], metadata=metadata
+                    source,
+                    label,
+                    name=name,
+                    kind=kind,
+                    type=entry["type"],
+                    metadata=metadata,
+                    secret_refs=_layotto_secret_refs(entry.get("secret_ref"), source, label),
                 )
             )
     return raw, components
@@ -525,17 +673,20 @@ def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> Compone
             f"{source}: {label}: field 'spec.type' must be '<kind>.<type>', e.g. state.redis"
         )
     kind, type_ = _split_type(qualified, source, label, "spec.type")
+    store = _auth_secret_store(doc.get("auth"), source, label, "auth")
     metadata: dict[str, Any] = {}
+    refs: list[SecretRef] = []
     for i, item in enumerate(spec.get("metadata") or []):
         if not isinstance(item, dict) or "name" not in item:
             raise ConfigError(
                 f"{source}: {label}: field 'spec.metadata[{i}]' needs 'name' and 'value'"
             )
-        if "secretKeyRef" in item:
-            raise ConfigError(
-                f"{source}: {label}: field 'spec.metadata[{i}]' ({item['name']}): secretKeyRef is "
-                "not supported yet; put the value inline or in an environment-specific file"
+        if SECRET_KEY_REF in item:
+            where = f"{label}: field 'spec.metadata[{i}]' ({item['name']})"
+            refs.append(
+                _secret_key_ref(item[SECRET_KEY_REF], store, str(item["name"]), source, where)
             )
+            continue
         metadata[item["name"]] = _expand_template(item.get("value", ""), app_id)
     return _component(
         source,
@@ -546,6 +697,7 @@ def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> Compone
         version=str(spec.get("version", "v1")),
         metadata=metadata,
         ignore_errors=bool(spec.get("ignoreErrors", False)),
+        secret_refs=refs,
     )
 
 

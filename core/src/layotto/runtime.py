@@ -22,16 +22,18 @@ from grpclib.client import Channel
 
 from layotto.actors.api_server import ApiServer
 from layotto.actors.base import Actor
+from layotto.actors.binding_dispatcher import BindingDispatcher
 from layotto.actors.config_watchers import ConfigWatchers
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
-from layotto.api.app_callback import AppCallbackClient
+from layotto.api.app_callback import AppCallbackClient, app_call_metadata
+from layotto.api.binding_callback import BindingCallbackClient
 from layotto.api.gate import CallGate
-from layotto.api.grpc_services import ApiServices, build_grpc_services
+from layotto.api.grpc_services import ApiServices, SidecarControl, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
-from layotto.components import ComponentRegistry, build
+from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
 from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
@@ -64,6 +66,8 @@ class Runtime:
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
     dispatcher: PubSubDispatcher | None = None  # set while serving, with an app port
+    # Set while serving, with an app port and input bindings configured.
+    binding_dispatcher: BindingDispatcher | None = None
     # Dapr's extended metadata: set by SetMetadata / PUT /v1.0/metadata/{key}, kept in memory.
     extended_metadata: dict[str, str] = field(default_factory=dict)
 
@@ -94,6 +98,7 @@ class Runtime:
             "subscriptions": {
                 "configuration": self.config_watchers.info() if self.config_watchers else [],
                 "pubsub": self.dispatcher.info() if self.dispatcher else [],
+                "bindings": self.binding_dispatcher.reading if self.binding_dispatcher else [],
             },
         }
 
@@ -118,8 +123,9 @@ class Runtime:
                 {
                     "pubsubname": s["pubsubName"],
                     "topic": s["topic"],
+                    **({"rules": s["rules"]} if s.get("rules") else {}),
                     "deadLetterTopic": s["deadLetterTopic"],
-                    "type": "PROGRAMMATIC",
+                    "type": s.get("type", "PROGRAMMATIC"),
                 }
                 for s in (self.dispatcher.info() if self.dispatcher else [])
             ],
@@ -135,7 +141,7 @@ class Runtime:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         config = self.config
-        built = build(config, self.catalog)
+        planned = plan(config, self.catalog)  # validated, no I/O: secrets are read at start
         app_channel: Channel | None = None
         local_app: LocalApp | None = None
         if config.app.port:
@@ -146,10 +152,10 @@ class Runtime:
             channel = app_channel
 
             async def local_app(request: RpcRequest) -> RpcResponse:
-                return await call_app_on_invoke(channel, request)
+                return await call_app_on_invoke(channel, request, api_token=config.app.api_token)
 
         try:
-            await self.components.start(built)
+            await self.components.start_planned(planned)
             gate = CallGate()
             sequencer = SequencerService(self.components, config.app.id)
             watchers = ConfigWatchers(self.health)
@@ -165,7 +171,7 @@ class Runtime:
                 SecretService(self.components, config.secrets.scopes),
                 BindingService(self.components),
                 StateService(self.components, config.app.id, default_key_prefix="appid"),
-                LockService(self.components, config.app.id),
+                LockService(self.components, config.app.id, key_scheme="dapr"),
             )
             # The sequencer's background segment loads and the configuration watchers live in
             # task groups of their own that outlive the API: they close after the drain,
@@ -187,7 +193,16 @@ class Runtime:
     ) -> None:
         """Actors up, readiness UP, then wait for shutdown: readiness DOWN, drain, stop."""
         config = self.config
-        grpc = build_grpc_services(services, gate, config.server.api_token)
+        grpc = build_grpc_services(
+            services,
+            gate,
+            config.server.api_token,
+            app_id=config.app.id,
+            allow_tokenless_config_subscribe=config.server.allow_tokenless_config_subscribe,
+            control=SidecarControl(
+                self.dapr_metadata, self.extended_metadata.__setitem__, self.shutdown.set
+            ),
+        )
         self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
         api = ApiServer(
             grpc.handlers,
@@ -202,6 +217,10 @@ class Runtime:
                     self.info,
                     self.dapr_metadata,
                     config.server.api_token,
+                    services=services,
+                    gate=gate,
+                    set_metadata=self.extended_metadata.__setitem__,
+                    shutdown=self.shutdown.set,
                 )
             ),
             config.server.host,
@@ -213,18 +232,42 @@ class Runtime:
         app_client: AppCallbackClient | None = None
         if config.app.port:
             app_client = AppCallbackClient(
-                config.app.host, config.app.port, delivery_timeout=config.pubsub.app_timeout
+                config.app.host,
+                config.app.port,
+                protocol=config.app.protocol,
+                api_token=config.app.api_token,
+                delivery_timeout=config.pubsub.app_timeout,
             )
             self.dispatcher = PubSubDispatcher(
                 services.pubsub, app_client, self.health, grace_period=config.server.grace_period
             )
             actors.append(self.dispatcher)
+        binding_client: BindingCallbackClient | None = None
+        if config.app.port and config.app.protocol != "layotto" and services.bindings.inputs():
+            # Input bindings call the app's Dapr OnBindingEvent (Layotto's AppCallback has none).
+            binding_client = BindingCallbackClient(
+                config.app.host,
+                config.app.port,
+                metadata=app_call_metadata(config.app.api_token),
+                event_timeout=config.pubsub.app_timeout,
+            )
+            self.binding_dispatcher = BindingDispatcher(
+                services.bindings,
+                services.dapr_state,
+                binding_client,
+                self.health,
+                grace_period=config.server.grace_period,
+            )
+            actors.append(self.binding_dispatcher)
         try:
             await self._run_actors(supervisor, actors, (api, http), gate, task_status)
         finally:
             self.dispatcher = None
+            self.binding_dispatcher = None
             if app_client is not None:
                 app_client.close()
+            if binding_client is not None:
+                binding_client.close()
 
     async def _run_actors(
         self,
@@ -253,6 +296,8 @@ class Runtime:
                 if self.dispatcher is not None:
                     # Deliveries drain alongside the calls, within the same grace period.
                     self.dispatcher.begin_drain(grace)
+                if self.binding_dispatcher is not None:
+                    self.binding_dispatcher.begin_drain(grace)
                 drained = await gate.drain(grace)
                 if not drained:
                     log.warning(

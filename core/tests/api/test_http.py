@@ -163,7 +163,14 @@ async def test_metadata_has_the_dapr_shape(http: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["id"] == APP_ID
     assert body["runtimeVersion"] == runtime_version()
+    # In start order: secret stores, then configuration stores, then the rest.
     assert body["components"] == [
+        {
+            "name": "secretstore",
+            "type": "secretstores.in-memory",
+            "version": "v1",
+            "capabilities": ["MULTIPLE_KEY_VALUES_PER_SECRET"],
+        },
         {"name": "configstore", "type": "configuration.in-memory", "version": "v1"},
         {
             "name": "statestore",

@@ -24,9 +24,9 @@ from layotto.plugin import (
     NotFound,
     PermissionDenied,
 )
-from layotto_kafka import KafkaMetadata, KafkaPubSub
+from layotto_kafka import KafkaBinding, KafkaMetadata, KafkaPubSub
+from layotto_kafka.consumer import _Track
 from layotto_kafka.errors import translate
-from layotto_kafka.pubsub import _Track
 from layotto_kafka.settings import AuthType, InitialOffset
 from pydantic import ValidationError
 
@@ -233,16 +233,22 @@ def test_client_certificate_errors(tmp_path: Path) -> None:
 # -- the plugin ----------------------------------------------------------------------------
 
 
-def test_entry_point_registers_pubsub_kafka() -> None:
+def test_entry_point_registers_pubsub_and_bindings_kafka() -> None:
     (ep,) = [ep for ep in entry_points(group="layotto") if ep.name == "kafka"]
     specs = ep.load().layotto_components()
-    assert [(s.kind, s.type) for s in specs] == [(Kind.PUBSUB, "kafka")]
-    spec = specs[0]
-    assert isinstance(spec.config_model, str)
-    assert isinstance(spec.factory, str)  # loaded only when configured
-    assert spec.metadata_model is KafkaMetadata
-    component = spec.create(parse(), ComponentContext("pubsub", "app"))
-    assert isinstance(component, KafkaPubSub)
+    assert [(s.kind, s.type) for s in specs] == [(Kind.PUBSUB, "kafka"), (Kind.BINDINGS, "kafka")]
+    for spec in specs:
+        assert isinstance(spec.config_model, str)
+        assert isinstance(spec.factory, str)  # loaded only when configured
+    pubsub, binding = specs
+    assert pubsub.metadata_model is KafkaMetadata
+    assert isinstance(pubsub.create(parse(), ComponentContext("pubsub", "app")), KafkaPubSub)
+    assert issubclass(binding.metadata_model, KafkaMetadata)  # the same connection settings
+    made = binding.create(
+        binding.metadata_model.model_validate({"brokers": "localhost:9092"}),
+        ComponentContext("events", "app"),
+    )
+    assert isinstance(made, KafkaBinding)
 
 
 @pytest.mark.anyio

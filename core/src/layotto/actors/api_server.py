@@ -9,6 +9,8 @@ import anyio
 from anyio.abc import TaskStatus
 from grpclib.server import Server
 
+from layotto.api.rich_errors import RICH_STATUS_CODEC
+
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -27,7 +29,9 @@ class ApiServer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._stopped = anyio.Event()
-        server = Server(self._services)
+        # Our codec encodes google.rpc.Status with the generated messages (Dapr's rich error
+        # details) whether or not googleapis-common-protos is importable.
+        server = Server(self._services, status_details_codec=RICH_STATUS_CODEC)
         await server.start(self._host, self._port, reuse_address=True)
         self._server = server
         # grpclib does not expose the bound port; it matters when we were asked for port 0.

@@ -1,45 +1,51 @@
-"""The sidecar as a client of the app's `spec.proto.runtime.v1.AppCallback` service.
+"""The sidecar as a client of the app's callback service.
 
-Foreign errors are translated here, at the edge: an app that cannot be reached becomes
-`AppUnavailable` (wait for it, no retry used up), UNIMPLEMENTED becomes `Unsupported` (the
-dispatcher treats it as DROP), any other failure propagates (a retriable delivery error).
+`AppCallbackClient` is the `AppChannel` the dispatcher uses. It serves the app through the
+API the app speaks (`app.protocol`): Layotto's `spec.proto.runtime.v1.AppCallback` (here) or
+Dapr's `dapr.proto.runtime.v1.AppCallback` (`dapr_app_callback`). With `auto` it asks Dapr's
+`ListTopicSubscriptions` first and Layotto's when that is UNIMPLEMENTED (the service is not
+served); the surface that answered delivers. Every call carries the app token
+(`app_call_metadata`, Dapr's APP_API_TOKEN as `dapr-api-token`).
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import Literal
 
-import anyio
-from grpclib import GRPCError
-from grpclib.client import Channel
-from grpclib.const import Status
-from grpclib.exceptions import StreamTerminatedError
-
+from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
-from layotto.backoff import backoff_delay
+from layotto.api.app_channel import (
+    LIST_TIMEOUT_SECONDS,
+    AppConnection,
+    AppHealthProbe,
+    AppSubscription,
+    app_call_metadata,
+    call_unary,
+    delivery_errors,
+)
+from layotto.api.app_channel import to_status as _to_status
+from layotto.api.dapr_app_callback import DaprAppChannel
 from layotto.errors import Unsupported
 from layotto.services.cloudevents import EventStatus, TopicEvent
 from layotto.services.pubsub_delivery import AppUnavailable
 
+__all__ = [
+    "AppCallbackClient",
+    "AppSubscription",
+    "LayottoAppChannel",
+    "app_call_metadata",
+    "to_status",
+    "to_topic_event_request",
+]
+
 log = logging.getLogger(__name__)
 
-LIST_TIMEOUT_SECONDS = 5.0
-# Answers that come from the connection, not from the app's own code (grpclib reports a
-# reply without gRPC headers, e.g. from a closing server, as UNKNOWN).
-# An app handler that raises also answers UNKNOWN: such answers are retried a few times only.
-LIST_ATTEMPTS = 8
-_TRANSPORT_STATUSES = frozenset({Status.UNAVAILABLE, Status.UNKNOWN, Status.DEADLINE_EXCEEDED})
-CONNECT_POLL_SECONDS = 0.2
+AppProtocol = Literal["auto", "dapr", "layotto"]
 
-
-@dataclass(frozen=True, slots=True)
-class AppSubscription:
-    pubsub_name: str
-    topic: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
+LIST_PATH = "/spec.proto.runtime.v1.AppCallback/ListTopicSubscriptions"
+ON_TOPIC_EVENT_PATH = "/spec.proto.runtime.v1.AppCallback/OnTopicEvent"
 
 
 def to_topic_event_request(event: TopicEvent) -> pb.TopicEventRequest:
@@ -58,84 +64,138 @@ def to_topic_event_request(event: TopicEvent) -> pb.TopicEventRequest:
 
 def to_status(response: pb.TopicEventResponse) -> EventStatus | int:
     """The app's status; an unknown number stays an int (the dispatcher redelivers it)."""
-    value = int(response.status)
-    try:
-        return EventStatus(value)
-    except ValueError:
-        return value
+    return _to_status(int(response.status))
+
+
+class LayottoAppChannel:
+    """Layotto's AppCallback: no routing, no bulk delivery."""
+
+    surface = "layotto"
+
+    def __init__(self, connection: AppConnection, *, delivery_timeout: float) -> None:
+        self._connection = connection
+        self._timeout = delivery_timeout
+
+    async def ask_subscriptions(self) -> list[AppSubscription] | None:
+        """The app's subscriptions; None when it does not serve Layotto's AppCallback."""
+        connection = self._connection
+        response = await connection.ask(
+            lambda: call_unary(
+                connection.channel,
+                LIST_PATH,
+                Empty(),
+                pb.ListTopicSubscriptionsResponse,
+                within=LIST_TIMEOUT_SECONDS,
+                metadata=connection.metadata,
+            ),
+            "ListTopicSubscriptions (Layotto)",
+        )
+        if response is None:
+            return None
+        return [
+            AppSubscription(s.pubsub_name, s.topic, dict(s.metadata))
+            for s in response.subscriptions
+        ]
+
+    async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
+        with delivery_errors("OnTopicEvent"):
+            response = await call_unary(
+                self._connection.channel,
+                ON_TOPIC_EVENT_PATH,
+                to_topic_event_request(event),
+                pb.TopicEventResponse,
+                within=self._timeout,
+                metadata=self._connection.metadata,
+            )
+        return to_status(response)
+
+    async def deliver_bulk(
+        self, events: Sequence[TopicEvent], subscription: AppSubscription
+    ) -> list[EventStatus | int]:
+        """Layotto has no bulk callback: one OnTopicEvent per event. An app that cannot be
+        reached fails the whole batch (every event waits for it)."""
+        statuses: list[EventStatus | int] = []
+        for event in events:
+            try:
+                statuses.append(await self.deliver(event, subscription))
+            except Unsupported:
+                statuses.append(EventStatus.DROP)
+            except AppUnavailable:
+                raise
+            except Exception as err:
+                log.warning("delivering event %s failed: %s", event.id, err)
+                statuses.append(EventStatus.RETRY)
+        return statuses
 
 
 class AppCallbackClient:
-    """One HTTP/2 connection to the app, shared by every delivery (grpclib multiplexes)."""
+    """The app's callback service over one connection, through the surface the app serves."""
 
-    def __init__(self, host: str, port: int, *, delivery_timeout: float = 60.0) -> None:
-        self.host = host
-        self.port = port
-        self._delivery_timeout = delivery_timeout
-        self._channel = Channel(host, port)
-        self._stub = pb.AppCallbackStub(self._channel)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        protocol: AppProtocol = "auto",
+        api_token: str | None = None,
+        delivery_timeout: float = 60.0,
+    ) -> None:
+        self._connection = AppConnection(host, port, api_token=api_token)
+        self._protocol = protocol
+        self._layotto = LayottoAppChannel(self._connection, delivery_timeout=delivery_timeout)
+        self._dapr = DaprAppChannel(self._connection, delivery_timeout=delivery_timeout)
+        self._selected: LayottoAppChannel | DaprAppChannel = (
+            self._layotto if protocol == "layotto" else self._dapr
+        )
+
+    @property
+    def host(self) -> str:
+        return self._connection.host
+
+    @property
+    def port(self) -> int:
+        return self._connection.port
+
+    @property
+    def surface(self) -> str:
+        return self._selected.surface
 
     def close(self) -> None:
-        self._channel.close()
+        self._connection.close()
 
     async def wait_until_listening(self) -> None:
-        """Poll the app's port until it accepts connections (the app may start after us)."""
-        logged = False
-        while True:
-            try:
-                with anyio.fail_after(1.0):
-                    stream = await anyio.connect_tcp(self.host, self.port)
-                await stream.aclose()
-                return
-            except (OSError, TimeoutError, socket.gaierror):
-                if not logged:
-                    log.info("waiting for the app's callback port %s:%d", self.host, self.port)
-                    logged = True
-                await anyio.sleep(CONNECT_POLL_SECONDS)
+        await self._connection.wait_until_listening()
+
+    async def check_health(self, within: float) -> AppHealthProbe:
+        return await self._connection.check_health(within)
 
     async def list_subscriptions(self) -> list[AppSubscription]:
-        """The app's subscriptions. UNIMPLEMENTED means none; so does any error the app itself
-        answers (as upstream). A transport failure (the app restarting, not listening yet) is
-        retried with backoff: a sidecar must not start with no subscriptions because the app
-        blinked."""
-        attempt = 0
-        while True:
-            try:
-                response = await self._stub.list_topic_subscriptions(timeout=LIST_TIMEOUT_SECONDS)
-            except GRPCError as err:
-                if err.status is Status.UNIMPLEMENTED:
-                    return []
-                if err.status not in _TRANSPORT_STATUSES or attempt >= LIST_ATTEMPTS:
-                    log.warning(
-                        "ListTopicSubscriptions failed (%s: %s): no subscriptions",
-                        err.status.name,
-                        err.message,
-                    )
-                    return []
-                reason = f"{err.status.name}: {err.message}"
-            except (OSError, StreamTerminatedError, TimeoutError, anyio.BrokenResourceError) as err:
-                reason = type(err).__name__
-            else:
-                return [
-                    AppSubscription(s.pubsub_name, s.topic, dict(s.metadata))
-                    for s in response.subscriptions
-                ]
-            log.info("ListTopicSubscriptions failed (%s); asking the app again", reason)
-            await anyio.sleep(backoff_delay(attempt, base=0.1, cap=2.0))
-            attempt += 1
-            await self.wait_until_listening()
+        """The app's subscriptions (UNIMPLEMENTED means none); with `auto`, also picks the
+        surface that answered."""
+        candidates: list[LayottoAppChannel | DaprAppChannel] = [self._dapr, self._layotto]
+        if self._protocol != "auto":
+            candidates = [self._selected]
+        for channel in candidates:
+            subscriptions = await channel.ask_subscriptions()
+            if subscriptions is not None:
+                self._selected = channel
+                log.info(
+                    "the app serves %s's AppCallback",
+                    channel.surface.capitalize(),
+                    extra={"app_protocol": channel.surface},
+                )
+                return subscriptions
+        log.info(
+            "the app answers no ListTopicSubscriptions (%s): no subscriptions",
+            " nor ".join(c.surface for c in candidates),
+            extra={"app_protocol": self._selected.surface},
+        )
+        return []
 
-    async def deliver(self, event: TopicEvent) -> EventStatus | int:
-        try:
-            response = await self._stub.on_topic_event(
-                to_topic_event_request(event), timeout=self._delivery_timeout
-            )
-        except GRPCError as err:
-            if err.status is Status.UNIMPLEMENTED:
-                raise Unsupported("the app does not implement OnTopicEvent") from None
-            if err.status is Status.UNAVAILABLE:
-                raise AppUnavailable(err.message or "UNAVAILABLE") from None
-            raise
-        except (ConnectionError, OSError, StreamTerminatedError) as err:
-            raise AppUnavailable(f"{type(err).__name__}: {err}") from None
-        return to_status(response)
+    async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
+        return await self._selected.deliver(event, subscription)
+
+    async def deliver_bulk(
+        self, events: Sequence[TopicEvent], subscription: AppSubscription
+    ) -> list[EventStatus | int]:
+        return await self._selected.deliver_bulk(events, subscription)

@@ -2,6 +2,10 @@
 
 Doing it at the handler-mapping level (rather than per servicer method) covers unary and
 streaming calls alike, and the health and reflection services too.
+
+A `LayottoError` is answered with its status and message plus rich details (`ErrorInfo` with
+its reason, see `rich_errors`). Paths in `tokenless_paths` may come without a token (never
+with a wrong one): the Dapr SDKs send none on server-streaming calls (dapr-compat.md 2.3).
 """
 
 from __future__ import annotations
@@ -55,9 +59,16 @@ class GuardedService:
 
 
 class CallGuard:
-    def __init__(self, gate: CallGate, api_token: str | None) -> None:
+    def __init__(
+        self,
+        gate: CallGate,
+        api_token: str | None,
+        *,
+        tokenless_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self._gate = gate
         self._token = api_token.encode() if api_token else None
+        self._tokenless = tokenless_paths
 
     def _check_token(self, path: str, stream: Stream[Any, Any]) -> None:
         if self._token is None:
@@ -72,6 +83,8 @@ class CallGuard:
                         Status.UNAUTHENTICATED, "authentication error: api token mismatch"
                     )
                 return
+        if path in self._tokenless:
+            return
         raise GRPCError(Status.UNAUTHENTICATED, "missing api token in request metadata")
 
     def wrap(self, path: str, func: Handler, missing: str) -> Handler:
@@ -84,7 +97,7 @@ class CallGuard:
                 async with admit():
                     await func(stream)
             except LayottoError as err:
-                raise GRPCError(GRPC_STATUS[err.category], err.message) from None
+                raise GRPCError(GRPC_STATUS[err.category], err.message, details=err) from None
             except GRPCError as err:
                 if err.status is Status.UNIMPLEMENTED and not err.message:
                     raise GRPCError(

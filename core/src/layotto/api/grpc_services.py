@@ -1,4 +1,5 @@
-"""Everything the one gRPC port serves, each service behind the call guard."""
+"""Everything the one gRPC port serves, each service behind the call guard: Layotto's Runtime,
+Dapr's Dapr, the extension services (not built yet), health and reflection."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from layotto.api.dapr_grpc import (
+    CONFIG_SUBSCRIBE_PATHS,
+    DaprRuntime,
+    DaprServices,
+    dapr_building_block,
+)
+from layotto.api.dapr_metadata_grpc import SidecarControl
 from layotto.api.gate import CallGate
 from layotto.api.grpc_guard import CallGuard, GuardedService
 from layotto.api.grpc_health import HealthService
@@ -47,6 +55,8 @@ def _describe(service_name: str) -> Callable[[str], str]:
     """RPC name -> the building block to name in an UNIMPLEMENTED answer."""
     if service_name == "Runtime":
         return lambda method: RUNTIME_BUILDING_BLOCKS.get(method, "Runtime API")
+    if service_name == "Dapr":
+        return dapr_building_block
     return lambda method: service_name
 
 
@@ -75,9 +85,27 @@ class GrpcServices:
 
 
 def build_grpc_services(
-    services: ApiServices, gate: CallGate, api_token: str | None
+    services: ApiServices,
+    gate: CallGate,
+    api_token: str | None,
+    *,
+    app_id: str = "",
+    allow_tokenless_config_subscribe: bool = False,
+    control: SidecarControl | None = None,
 ) -> GrpcServices:
-    guard = CallGuard(gate, api_token)
+    """`allow_tokenless_config_subscribe`: Dapr's configuration subscribe streams may come
+    without the API token (never with a wrong one), as the Dapr SDKs send them."""
+    tokenless = CONFIG_SUBSCRIBE_PATHS if allow_tokenless_config_subscribe else frozenset()
+    guard = CallGuard(gate, api_token, tokenless_paths=tokenless)
+    dapr = DaprServices(
+        services.dapr_state,
+        services.dapr_lock,
+        services.configuration,
+        services.pubsub,
+        services.invoke,
+        services.secrets,
+        services.bindings,
+    )
     api: list[tuple[Any, str]] = [
         (
             LayottoRuntime(
@@ -93,6 +121,7 @@ def build_grpc_services(
             ),
             "Runtime",
         ),
+        (DaprRuntime(dapr, app_id, control or SidecarControl(), gate.drain_started), "Dapr"),
         *((UnimplementedService(full), name) for full, name in PLANNED_SERVICES),
     ]
     api_names = [_service_name(svc) for svc, _ in api]
@@ -103,3 +132,13 @@ def build_grpc_services(
     handlers = [GuardedService(svc, guard, _describe(name)) for svc, name in api]
     handlers += [GuardedService(s, guard, _describe(_service_name(s))) for s in extras]
     return GrpcServices(handlers, health)
+
+
+__all__ = [
+    "PLANNED_SERVICES",
+    "REFLECTION_SERVICES",
+    "ApiServices",
+    "GrpcServices",
+    "SidecarControl",
+    "build_grpc_services",
+]

@@ -1,4 +1,5 @@
-"""The HTTP port: actuator health and info, Dapr's healthz and metadata endpoints."""
+"""The HTTP port: actuator health and info, Dapr's healthz and metadata endpoints, and Dapr's
+HTTP API (`api/dapr_http*.py`) when the building blocks are given."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from layotto.api.dapr_http import dapr_routes, fallback_route
+from layotto.api.dapr_http_context import DaprHttpContext
+from layotto.api.gate import CallGate
+from layotto.api.grpc_services import ApiServices
 from layotto.health import HealthRegistry, Probe
 from layotto.plugin import HealthStatus
 
@@ -35,6 +40,24 @@ class HttpContext:
     info: Callable[[], dict[str, Any]]  # /actuator/info body
     metadata: Callable[[], dict[str, Any]]  # /v1.0/metadata body
     api_token: str | None = None
+    # Dapr's HTTP API, served when all four are given. The gate is the one the gRPC calls
+    # pass, so HTTP calls drain with them.
+    services: ApiServices | None = None
+    gate: CallGate | None = None
+    set_metadata: Callable[[str, str], None] | None = None  # PUT /v1.0/metadata/{key}
+    shutdown: Callable[[], None] | None = None  # POST /v1.0/shutdown
+
+    def dapr(self) -> DaprHttpContext | None:
+        if (
+            self.services is None
+            or self.gate is None
+            or self.set_metadata is None
+            or self.shutdown is None
+        ):
+            return None
+        return DaprHttpContext(
+            self.services, self.gate, self.app_id, self.set_metadata, self.shutdown
+        )
 
 
 class _TokenMiddleware:
@@ -96,15 +119,19 @@ def build_http_app(ctx: HttpContext) -> Starlette:
     async def unknown_actuator(request: Request) -> Response:
         return JSONResponse({"error": "health type invalid"}, status_code=404)
 
+    routes: list[BaseRoute] = [
+        Route("/actuator/health/liveness", probe(Probe.LIVENESS)),
+        Route("/actuator/health/readiness", probe(Probe.READINESS)),
+        Route("/actuator/health/{other:path}", unknown_actuator),
+        Route("/actuator/info", info),
+        Route("/v1.0/healthz", healthz),
+        Route("/v1.0/healthz/outbound", outbound),
+        Route("/v1.0/metadata", metadata),
+    ]
+    dapr = ctx.dapr()
+    if dapr is not None:
+        routes += [*dapr_routes(dapr), fallback_route(dapr)]
     return Starlette(
-        routes=[
-            Route("/actuator/health/liveness", probe(Probe.LIVENESS)),
-            Route("/actuator/health/readiness", probe(Probe.READINESS)),
-            Route("/actuator/health/{other:path}", unknown_actuator),
-            Route("/actuator/info", info),
-            Route("/v1.0/healthz", healthz),
-            Route("/v1.0/healthz/outbound", outbound),
-            Route("/v1.0/metadata", metadata),
-        ],
+        routes=routes,
         middleware=[Middleware(_TokenMiddleware, token=ctx.api_token)],
     )

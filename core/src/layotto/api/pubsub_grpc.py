@@ -13,12 +13,18 @@ When the stream ends (EOF, cancel, error) every event not yet acknowledged stays
 broker and comes back to the next subscription. When the sidecar drains, no new event goes out,
 answers for events already sent are still taken until the grace period ends, then the stream
 ends with UNAVAILABLE.
+
+The streaming engine (`TopicStreamEngine`) knows no message types: a `TopicStreamMessages`
+reads and builds them, so Layotto's SubscribeTopicEvents and Dapr's SubscribeTopicEventsAlpha1
+(the same protocol in other messages) share it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from grpclib.server import Stream
@@ -32,14 +38,19 @@ from layotto.services.cloudevents import EventStatus, TopicEvent
 from layotto.services.pubsub import PubSubService
 from layotto.services.pubsub_delivery import CLOSE_TIMEOUT_SECONDS
 
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
+ResponseT_co = TypeVar("ResponseT_co", covariant=True)
+
 MESSAGE_ID_HEADER = "message-id"
 TRACEPARENT_HEADER = "traceparent"
 
 PublishStream = Stream[pb.PublishEventRequest, Empty]
-TopicStream = Stream[pb.SubscribeTopicEventsRequest, pb.SubscribeTopicEventsResponse]
 
 
-def _header(stream: Stream[Any, Any], name: str) -> str | None:
+def text_header(stream: Stream[Any, Any], name: str) -> str | None:
+    """A text request header, None when absent (or binary)."""
     value = stream.metadata.get(name) if stream.metadata else None
     return value if isinstance(value, str) else None
 
@@ -57,7 +68,7 @@ class PublishHandler:
             request.data,
             content_type=request.data_content_type,
             metadata=request.metadata,
-            traceparent=_header(stream, TRACEPARENT_HEADER),
+            traceparent=text_header(stream, TRACEPARENT_HEADER),
         )
         await stream.send_initial_metadata(metadata={MESSAGE_ID_HEADER: published.id})
         await stream.send_message(Empty())
@@ -93,14 +104,103 @@ class _Acks:
         done.set()
 
 
-class TopicEventStreams:
-    def __init__(self, service: PubSubService, drain_started: anyio.Event) -> None:
+@dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """What an initial request asks for, whichever API it came in."""
+
+    pubsub_name: str
+    topic: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    dead_letter_topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAck:
+    """An `event_processed`: the event id and the app's verdict."""
+
+    event_id: str
+    status: EventStatus | int  # an unknown number stays an int (redelivered, like RETRY)
+
+
+def event_status(value: int) -> EventStatus | int:
+    try:
+        return EventStatus(value)
+    except ValueError:
+        return value
+
+
+class TopicStreamMessages(Protocol[RequestT_contra, ResponseT_co]):
+    """One API's messages for the topic-event stream."""
+
+    def opening(self, request: RequestT_contra) -> StreamOpen | None:
+        """The initial request in `request`, None when it is something else."""
+        ...
+
+    def ack(self, request: RequestT_contra) -> StreamAck | None:
+        """The `event_processed` in `request`, None when it is something else."""
+        ...
+
+    def initial_response(self) -> ResponseT_co: ...
+
+    def event_message(self, event: TopicEvent) -> ResponseT_co: ...
+
+
+class LayottoTopicMessages:
+    """`spec.proto.runtime.v1.SubscribeTopicEvents`."""
+
+    def opening(self, request: pb.SubscribeTopicEventsRequest) -> StreamOpen | None:
+        initial = request.initial_request
+        if initial is None:
+            return None
+        return StreamOpen(
+            initial.pubsub_name,
+            initial.topic,
+            dict(initial.metadata),
+            initial.dead_letter_topic or None,
+        )
+
+    def ack(self, request: pb.SubscribeTopicEventsRequest) -> StreamAck | None:
+        processed = request.event_processed
+        if processed is None:
+            return None
+        # No status at all is an empty reply: SUCCESS, as for the callback.
+        answer = processed.status
+        return StreamAck(
+            processed.id, to_status(answer) if answer is not None else EventStatus.SUCCESS
+        )
+
+    def initial_response(self) -> pb.SubscribeTopicEventsResponse:
+        return pb.SubscribeTopicEventsResponse(
+            initial_response=pb.SubscribeTopicEventsResponseInitial()
+        )
+
+    def event_message(self, event: TopicEvent) -> pb.SubscribeTopicEventsResponse:
+        return pb.SubscribeTopicEventsResponse(event_message=to_topic_event_request(event))
+
+
+class TopicStreamEngine(Generic[RequestT, ResponseT]):
+    """Serves topic-event streams of one API, whose messages `messages` reads and builds."""
+
+    def __init__(
+        self,
+        service: PubSubService,
+        drain_started: anyio.Event,
+        messages: TopicStreamMessages[RequestT, ResponseT],
+    ) -> None:
         self._service = service
         self._drain_started = drain_started
+        self._messages = messages
+        self._open: list[StreamOpen] = []
 
-    async def handle(self, stream: TopicStream) -> None:
+    @property
+    def subscriptions(self) -> list[StreamOpen]:
+        """The streams subscribed right now (for the metadata APIs)."""
+        return list(self._open)
+
+    async def handle(self, stream: Stream[RequestT, ResponseT]) -> None:
+        messages = self._messages
         first = await stream.recv_message()
-        initial = first.initial_request if first is not None else None
+        initial = messages.opening(first) if first is not None else None
         if initial is None:
             raise InvalidArgument("initial request is required")
         if not initial.pubsub_name:
@@ -113,9 +213,7 @@ class TopicEventStreams:
         async def deliver(event: TopicEvent) -> EventStatus | int:
             entry = acks.expect(event.id)
             try:
-                message = pb.SubscribeTopicEventsResponse(
-                    event_message=to_topic_event_request(event)
-                )
+                message = messages.event_message(event)
                 async with send_lock:
                     await stream.send_message(message)
                 # Unanswered for too long: counts as a failure, so the event is sent again.
@@ -130,7 +228,7 @@ class TopicEventStreams:
             initial.topic,
             deliver,
             metadata=initial.metadata,
-            dead_letter_topic=initial.dead_letter_topic or None,
+            dead_letter_topic=initial.dead_letter_topic,
         )
         async with self._service.exclusive(initial.pubsub_name, initial.topic):
             subscription = await loop.open()
@@ -138,14 +236,12 @@ class TopicEventStreams:
 
             async def read_answers() -> None:
                 async for request in stream:
-                    if request.initial_request is not None:
+                    if messages.opening(request) is not None:
                         raise InvalidArgument("duplicate initial request received")
-                    processed = request.event_processed
+                    processed = messages.ack(request)
                     if processed is None:
                         continue
-                    # No status at all is an empty reply: SUCCESS, as for the callback.
-                    answer = processed.status
-                    acks.answer(processed.id, int(to_status(answer)) if answer else 0)
+                    acks.answer(processed.event_id, int(processed.status))
                 # EOF: the client unsubscribed; what it did not answer stays un-acked.
                 tg.cancel_scope.cancel()
 
@@ -156,15 +252,12 @@ class TopicEventStreams:
                 loop.stop()
 
             try:
-                await stream.send_message(
-                    pb.SubscribeTopicEventsResponse(
-                        initial_response=pb.SubscribeTopicEventsResponseInitial()
-                    )
-                )
+                await stream.send_message(messages.initial_response())
             except BaseException:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_SECONDS):
                     await subscription.close()
                 raise
+            self._open.append(initial)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(read_answers)
@@ -173,5 +266,16 @@ class TopicEventStreams:
                     tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 reraise_stream_failure(group)
+            finally:
+                self._open.remove(initial)
             if ended_by_drain:
                 raise ShuttingDown("the sidecar is shutting down; subscribe again")
+
+
+class TopicEventStreams(
+    TopicStreamEngine[pb.SubscribeTopicEventsRequest, pb.SubscribeTopicEventsResponse]
+):
+    """Layotto's `SubscribeTopicEvents`."""
+
+    def __init__(self, service: PubSubService, drain_started: anyio.Event) -> None:
+        super().__init__(service, drain_started, LayottoTopicMessages())

@@ -109,4 +109,11 @@ def layotto_components() -> list[ComponentSpec]:
             "layotto.builtin.binding_http:HttpBinding.create",
             description="output binding: HTTP requests (get, post, put, delete, ...) to a URL",
         ),
+        ComponentSpec(
+            Kind.BINDINGS,
+            "cron",
+            "layotto.builtin.binding_cron:CronBindingMetadata",
+            "layotto.builtin.binding_cron:CronBinding.create",
+            description="input binding: an event on a cron schedule (@every 15m, 0 30 * * * *)",
+        ),
     ]

@@ -234,13 +234,17 @@ async def call_app_on_invoke(
     request: RpcRequest,
     *,
     metadata: Mapping[str, str] | None = None,
+    api_token: str | None = None,
 ) -> RpcResponse:
     """Deliver `request` to an app through Dapr's `AppCallback/OnInvoke` on `channel`, within
     `request.timeout`. The request's headers go as metadata (filtered as `grpc_metadata`),
-    then `metadata` (trusted, e.g. the app token and `dapr-caller-app-id`) on top. Errors as
+    then `metadata` (trusted, e.g. `dapr-caller-app-id`) on top, then `api_token` (the app
+    token, Dapr's APP_API_TOKEN) as `dapr-api-token`, which no header may replace. Errors as
     the `rpc.grpc` channel raises them."""
     sent = grpc_metadata(request.headers)
     sent.update(metadata or {})
+    if api_token:
+        sent[API_TOKEN_HEADER] = api_token
     reply, headers = await _unary(
         channel,
         APP_ON_INVOKE_PATH,

@@ -231,12 +231,18 @@ class HttpChannel(RpcChannel):
         if not 200 <= status < 300:
             text = body.decode("utf-8", errors="replace")[:BODY_IN_MESSAGE]
             raise TargetError(
-                category_of_status(status), f"http response code {status}, body: {text}"
+                category_of_status(status),
+                f"http response code {status}, body: {text}",
+                http_status=status,
+                body=body,
+                content_type=headers.get("content-type", ""),
+                headers=response_headers(headers),
             )
         return RpcResponse(
             data=body,
             content_type=headers.get("content-type", ""),
             headers=response_headers(headers),
+            http_status=status,
         )
 
     async def _send(self, outgoing: httpx.Request) -> tuple[int, bytes, httpx.Headers]:

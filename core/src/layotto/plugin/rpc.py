@@ -74,6 +74,9 @@ class RpcResponse:
     data: bytes = b""
     content_type: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The target's HTTP status, when the channel spoke HTTP (201, 204...): Dapr's HTTP API
+    # passes it back. None: the channel has none (gRPC), answer 200.
+    http_status: int | None = None
 
     def with_(self, **changes: Any) -> RpcResponse:
         return replace(self, **changes)
@@ -85,11 +88,25 @@ class TargetUnreachable(BackendUnavailable):
 
 class TargetError(LayottoError):
     """The target answered with an error: its category (from its gRPC or HTTP status) and
-    message reach the caller unchanged."""
+    message reach the caller unchanged. A channel that spoke HTTP also keeps the answer itself
+    (`http_status`, `body`, `content_type`, `headers`), which Dapr's HTTP API passes through."""
 
-    def __init__(self, category: ErrorCategory, message: str) -> None:
+    def __init__(
+        self,
+        category: ErrorCategory,
+        message: str,
+        *,
+        http_status: int | None = None,
+        body: bytes = b"",
+        content_type: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message, reason="ERR_TARGET")
         self.category = category
+        self.http_status = http_status
+        self.body = body
+        self.content_type = content_type
+        self.headers: Mapping[str, str] = dict(headers or {})
 
 
 class RpcChannel(Component):

@@ -1,19 +1,25 @@
 """Key-prefix strategies (layotto-semantics.md 2.3, dapr-compat.md 3.1).
 
 State keys are `<prefix>||<key>` (`KeyPrefix`). Lock and sequencer keys also name their building
-block, so one backend can serve several blocks without collisions: `lock|||<prefix>||<id>`, or
-`lock|||<id>` without a prefix (`BlockKeys`).
+block, so one backend can serve several blocks without collisions (`BlockKeys`). The two APIs
+write them differently, and each keeps its upstream's scheme so a store shared with a Go sidecar
+reads the same keys: Layotto `lock|||<prefix>||<id>` (`lock|||<id>` without a prefix), Dapr
+`lock||<prefix>||<id>` (`lock||<id>`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from layotto.errors import InvalidArgument, LayottoError
 
 SEPARATOR = "||"
 BLOCK_SEPARATOR = "|||"
+
+# Whose block-key layout to write: the separator after the block name differs.
+KeyScheme = Literal["layotto", "dapr"]
+BLOCK_SEPARATORS: dict[KeyScheme, str] = {"layotto": BLOCK_SEPARATOR, "dapr": SEPARATOR}
 
 E = TypeVar("E", bound=LayottoError)
 
@@ -65,22 +71,31 @@ class KeyPrefix:
 
 @dataclass(frozen=True, slots=True)
 class BlockKeys:
-    """Lock and sequencer keys: `<block>|||<prefix>||<key>`, or `<block>|||<key>` when the
-    strategy gives no prefix (`none`, or `appid` with an empty app id)."""
+    """Lock and sequencer keys: `<block><sep><prefix>||<key>`, or `<block><sep><key>` when the
+    strategy gives no prefix (`none`, or `appid` with an empty app id). `<sep>` is `|||` in
+    Layotto's scheme and `||` in Dapr's."""
 
     block: str  # "lock" or "sequencer"
     prefix: KeyPrefix
+    separator: str = BLOCK_SEPARATOR
 
     @classmethod
     def resolve(
-        cls, block: str, strategy: str | None, *, default: str, app_id: str, store_name: str
+        cls,
+        block: str,
+        strategy: str | None,
+        *,
+        default: str,
+        app_id: str,
+        store_name: str,
+        scheme: KeyScheme = "layotto",
     ) -> BlockKeys:
         prefix = KeyPrefix.resolve(strategy, default=default, app_id=app_id, store_name=store_name)
-        return cls(block, prefix)
+        return cls(block, prefix, BLOCK_SEPARATORS[scheme])
 
     @property
     def _head(self) -> str:
-        return f"{self.block}{BLOCK_SEPARATOR}"
+        return f"{self.block}{self.separator}"
 
     def apply(self, key: str, *, field: str = "key") -> str:
         return self._head + self.prefix.apply(key, field=field, reason="ERR_ILLEGAL_KEY")

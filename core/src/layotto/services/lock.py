@@ -1,4 +1,8 @@
-"""The Lock building block: validation, `lock|||` key prefixes, error translation.
+"""The Lock building block: validation, key prefixes, error translation.
+
+One service per API surface, differing only in the key scheme (`lock|||<appid>||<id>` for
+Layotto, `lock||<appid>||<id>` for Dapr, as each upstream writes them) and in the field name
+the expiry is reported under.
 
 Unlock and keep-alive answer a status. When the component fails, the call raises the
 translated LayottoError instead: gRPC carries either a response or an error status, so the
@@ -13,9 +17,11 @@ from layotto.components import ComponentRegistry
 from layotto.errors import ComponentError, InvalidArgument, NotConfigured
 from layotto.plugin import Kind, LockStatus, LockStore
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
-from layotto.services.keys import BlockKeys
+from layotto.services.keys import BlockKeys, KeyScheme
 
 BLOCK = "lock"
+# The request field that carries the lease, as each API names it (for error messages).
+_EXPIRE_FIELD: dict[KeyScheme, str] = {"layotto": "expire", "dapr": "expiry_in_seconds"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +38,11 @@ class LockService:
         app_id: str,
         *,
         default_key_prefix: str = "appid",
+        key_scheme: KeyScheme = "layotto",
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self._call_timeout = call_timeout
+        self._expire_field = _EXPIRE_FIELD[key_scheme]
         self._stores: dict[str, _Store] = {}
         for name, built in registry.of_kind(Kind.LOCK).items():
             if not isinstance(built.component, LockStore):
@@ -45,6 +53,7 @@ class LockService:
                 default=default_key_prefix,
                 app_id=app_id,
                 store_name=name,
+                scheme=key_scheme,
             )
             self._stores[name] = _Store(name, built.component, keys)
 
@@ -60,7 +69,9 @@ class LockService:
         if not owner:
             raise InvalidArgument("field 'lock_owner' must not be empty")
         if expire is not None and expire <= 0:
-            raise InvalidArgument(f"field 'expire' must be a positive number of seconds: {expire}")
+            raise InvalidArgument(
+                f"field {self._expire_field!r} must be a positive number of seconds: {expire}"
+            )
         found = self._stores.get(store_name)
         if found is None:
             raise InvalidArgument(

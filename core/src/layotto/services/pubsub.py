@@ -3,6 +3,10 @@
 - `publish` validates the request, wraps the payload in a CloudEvents envelope (unless
   `rawPayload`), hands it to the component and returns the event id, which the edges give
   back to the caller (Layotto's PublishEvent answers Empty, so the id travels in a header).
+- `publish_bulk` publishes entries one by one (no component has a native bulk publish yet) and
+  lists the entries that failed instead of failing the call; a bad request as a whole (pubsub,
+  topic, entry ids) fails it.
+- Errors carry Dapr's reasons (`DAPR_PUBSUB_*`, dapr-compat.md section 4) on both surfaces.
 - `open_delivery` prepares a `DeliveryLoop` for one (pubsub, topic) subscription; the app
   callback dispatcher and streaming subscriptions both deliver through it. At most one
   subscription per (pubsub, topic) is live at a time, as daprd documents.
@@ -11,14 +15,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
 from layotto.components import ComponentRegistry
-from layotto.errors import InvalidArgument, NotConfigured
+from layotto.errors import ErrorCategory, InvalidArgument, LayottoError, NotConfigured
 from layotto.plugin import (
     RAW_PAYLOAD_METADATA,
     Kind,
@@ -52,6 +56,23 @@ class Published:
     id: str
 
 
+@dataclass(frozen=True, slots=True)
+class BulkEntry:
+    """One event of a bulk publish: its own payload, content type and metadata (merged over the
+    request's metadata)."""
+
+    entry_id: str
+    data: bytes
+    content_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkFailure:
+    entry_id: str
+    error: str  # the message the single publish would have answered with
+
+
 class PubSubService:
     def __init__(
         self,
@@ -79,12 +100,20 @@ class PubSubService:
 
     def resolve(self, pubsub_name: str) -> PubSub:
         if not self._pubsubs:
-            raise NotConfigured("pubsub is not configured", reason="ERR_PUBSUB_NOT_CONFIGURED")
+            raise NotConfigured("pubsub is not configured", reason="DAPR_PUBSUB_NOT_CONFIGURED")
         if not pubsub_name:
-            raise InvalidArgument("pubsub name is empty", reason="ERR_PUBSUB_EMPTY")
+            raise InvalidArgument("pubsub name is empty", reason="DAPR_PUBSUB_NAME_EMPTY")
         pubsub = self._pubsubs.get(pubsub_name)
         if pubsub is None:
-            raise InvalidArgument(f"pubsub {pubsub_name} not found", reason="ERR_PUBSUB_NOT_FOUND")
+            raise InvalidArgument(f"pubsub {pubsub_name} not found", reason="DAPR_PUBSUB_NOT_FOUND")
+        return pubsub
+
+    def _resolve_topic(self, pubsub_name: str, topic: str) -> PubSub:
+        pubsub = self.resolve(pubsub_name)
+        if not topic:
+            raise InvalidArgument(
+                f"topic is empty in pubsub {pubsub_name}", reason="DAPR_PUBSUB_TOPIC_NAME_EMPTY"
+            )
         return pubsub
 
     async def publish(
@@ -98,11 +127,7 @@ class PubSubService:
         style: EnvelopeStyle = LAYOTTO_STYLE,
         traceparent: str | None = None,
     ) -> Published:
-        pubsub = self.resolve(pubsub_name)
-        if not topic:
-            raise InvalidArgument(
-                f"topic is empty in pubsub {pubsub_name}", reason="ERR_TOPIC_EMPTY"
-            )
+        pubsub = self._resolve_topic(pubsub_name, topic)
         meta = dict(metadata or {})
         if _truthy(meta.get(RAW_PAYLOAD_METADATA)):
             # Sent as it is; the id travels as a header so a subscriber that wraps the raw
@@ -123,14 +148,59 @@ class PubSubService:
             )
             event_id = built.id
             request = PublishRequest(topic, built.body, meta, CLOUDEVENTS_JSON)
-        await call_component(
-            f"publishing to topic {topic!r}",
-            COMPONENT,
-            _NO_KEYS,
-            self._call_timeout,
-            lambda: pubsub.publish(request),
-        )
+        try:
+            await call_component(
+                f"publishing to topic {topic!r}",
+                COMPONENT,
+                _NO_KEYS,
+                self._call_timeout,
+                lambda: pubsub.publish(request),
+            )
+        except LayottoError as err:
+            if err.category is ErrorCategory.INTERNAL:
+                err.reason = "DAPR_PUBSUB_PUBLISH_MESSAGE"
+                err.metadata = {"pubsubName": pubsub_name, "topic": topic, **err.metadata}
+            raise
         return Published(event_id)
+
+    async def publish_bulk(
+        self,
+        pubsub_name: str,
+        topic: str,
+        entries: Sequence[BulkEntry],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        style: EnvelopeStyle = LAYOTTO_STYLE,
+        traceparent: str | None = None,
+    ) -> list[BulkFailure]:
+        """Publish each entry in order; the entries that failed, with why. Entry ids must be
+        present and unique: they are how the caller learns which entries failed."""
+        self._resolve_topic(pubsub_name, topic)
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            if not entry.entry_id:
+                raise InvalidArgument(f"field 'entries[{index}].entry_id' must not be empty")
+            if entry.entry_id in seen:
+                raise InvalidArgument(
+                    f"field 'entries[{index}].entry_id' {entry.entry_id!r} is duplicated"
+                )
+            seen.add(entry.entry_id)
+        shared = dict(metadata or {})
+        failures: list[BulkFailure] = []
+        for entry in entries:
+            try:
+                await self.publish(
+                    pubsub_name,
+                    topic,
+                    entry.data,
+                    content_type=entry.content_type,
+                    metadata={**shared, **entry.metadata},
+                    style=style,
+                    traceparent=traceparent,
+                )
+            except LayottoError as err:
+                failures.append(BulkFailure(entry.entry_id, err.message))
+        return failures
 
     def delivery(
         self,
@@ -144,11 +214,7 @@ class PubSubService:
     ) -> DeliveryLoop:
         """A delivery loop for one subscription (not started). Raises InvalidArgument for an
         unknown pubsub, an empty topic or bad subscription metadata."""
-        pubsub = self.resolve(pubsub_name)
-        if not topic:
-            raise InvalidArgument(
-                f"topic is empty in pubsub {pubsub_name}", reason="ERR_TOPIC_EMPTY"
-            )
+        pubsub = self._resolve_topic(pubsub_name, topic)
         meta = dict(metadata or {})
         policy = self._policy.for_subscription(meta)
         if dead_letter_topic:

@@ -4,7 +4,8 @@ The same engine serves the app-callback model (OnTopicEvent) and streaming subsc
 (SubscribeTopicEvents): only the `Deliver` function differs.
 
 - Order: messages with the same `ordering_key` go one after the other in receive order (a
-  "lane"); a message being retried holds its lane. Keyless messages run concurrently.
+  "lane"); a message being retried holds its lane. Keyless messages run concurrently. A bulk
+  subscription gives lanes up (`batch_deliveries`).
 - Bounds: at most `concurrency` deliveries in flight, and at most `mailbox` messages received
   but not finished; past that the engine stops receiving (backpressure to the broker).
 - Outcomes: SUCCESS acks; DROP (or UNIMPLEMENTED from the app, or an expired event) goes to
@@ -148,6 +149,7 @@ class DeliveryLoop:
         self.finished = anyio.Event()  # set when `run` returns
         self._receive_scope: anyio.CancelScope | None = None
         self._concurrency = anyio.CapacityLimiter(self.policy.concurrency)
+        self._lanes = True  # per-key lanes (see `batch_deliveries`)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -156,6 +158,20 @@ class DeliveryLoop:
         self._stopping.set()
         if self._receive_scope is not None:
             self._receive_scope.cancel()
+
+    def batch_deliveries(self, size: int) -> None:
+        """Prepare for a `deliver` that gathers concurrent calls into batches (bulk
+        subscribe); call before `run`. At least `size` deliveries may run, and be received, at
+        once, and messages no longer wait in per-key lanes: a lane holds one message at a
+        time, so no batch could ever fill. Per-key order is therefore not kept, as with
+        Dapr's bulk subscribe, where a retried entry is redelivered after later ones."""
+        self.policy = replace(
+            self.policy,
+            concurrency=max(self.policy.concurrency, size),
+            mailbox=max(self.policy.mailbox, size),
+        )
+        self._concurrency.total_tokens = self.policy.concurrency
+        self._lanes = False
 
     @property
     def stopping(self) -> bool:
@@ -230,6 +246,10 @@ class DeliveryLoop:
         """Deliver from an open subscription until `stop()` (returns) or the subscription fails
         (raises). Closes the subscription either way (shielded, bounded)."""
         concurrency = subscription.concurrency or self.policy.concurrency
+        if not self._lanes:
+            # Batched: the component's concurrency bounds app calls, and a batch is one call
+            # however many messages it holds.
+            concurrency = self.policy.concurrency
         self._concurrency.total_tokens = max(1, concurrency)
         mailbox = anyio.Semaphore(max(self.policy.mailbox, 1))
         lanes: dict[str, deque[Message]] = {}
@@ -252,7 +272,7 @@ class DeliveryLoop:
                             mailbox.release()
                             raise
                         self.stats.received += 1
-                        key = message.ordering_key
+                        key = message.ordering_key if self._lanes else None
                         if key is None:
                             tg.start_soon(self._process, message, mailbox)
                         elif key in lanes:

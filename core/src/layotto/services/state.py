@@ -11,6 +11,8 @@ import anyio
 
 from layotto.components import ComponentRegistry
 from layotto.errors import (
+    ComponentError,
+    ErrorCategory,
     InvalidArgument,
     LayottoError,
     NotConfigured,
@@ -39,6 +41,16 @@ _W = TypeVar("_W", bound=SetRequest | DeleteRequest)
 
 DEFAULT_BULK_PARALLELISM = 100
 
+# Dapr's reasons for a store failure, by operation (dapr-compat.md section 4); the error keeps
+# its own reason when the component gave a specific one.
+GET_FAILED = "ERR_STATE_GET"
+BULK_GET_FAILED = "ERR_STATE_BULK_GET"
+SAVE_FAILED = "ERR_STATE_SAVE"
+DELETE_FAILED = "ERR_STATE_DELETE"
+BULK_DELETE_FAILED = "ERR_STATE_BULK_DELETE"
+TRANSACTION_FAILED = "ERR_STATE_TRANSACTION"
+_GENERIC_REASONS = frozenset({LayottoError.default_reason, ComponentError.default_reason})
+
 
 @dataclass(frozen=True, slots=True)
 class _Store:
@@ -59,6 +71,7 @@ class StateService:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self._call_timeout = call_timeout
+        self._app_id = app_id
         self._stores: dict[str, _Store] = {}
         for name, built in registry.of_kind(Kind.STATE).items():
             if not isinstance(built.component, StateStore):
@@ -71,12 +84,19 @@ class StateService:
     def _resolve(self, store_name: str) -> _Store:
         if not self._stores:
             raise NotConfigured("state store is not configured", reason="DAPR_STATE_NOT_CONFIGURED")
+        # An empty name is a store that is not found, as upstream says it.
         if not store_name:
-            raise InvalidArgument("field 'store_name' must not be empty")
+            raise InvalidArgument(
+                "field 'store_name' must not be empty",
+                reason="DAPR_STATE_NOT_FOUND",
+                metadata={"appID": self._app_id},
+            )
         found = self._stores.get(store_name)
         if found is None:
             raise InvalidArgument(
-                f"state store {store_name!r} is not found", reason="DAPR_STATE_NOT_FOUND"
+                f"state store {store_name!r} is not found",
+                reason="DAPR_STATE_NOT_FOUND",
+                metadata={"appID": self._app_id},
             )
         return found
 
@@ -85,14 +105,20 @@ class StateService:
         """The request as the component sees it: prefixed key; an empty ETag is no ETag."""
         return replace(request, key=s.keys.apply(request.key), etag=request.etag or None)
 
-    async def _call(self, s: _Store, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, s: _Store, what: str, call: Callable[[], Awaitable[T]], *, reason: str
+    ) -> T:
+        """`reason`: what a generic store failure (INTERNAL) is reported as."""
         try:
             return await call_component(what, "the state store", s.keys, self._call_timeout, call)
         except BulkStateError as err:
             # Name the caller's keys, not the stored (prefixed) ones.
-            raise BulkStateError(
-                {s.keys.strip(k): s.keys.scrub(e) for k, e in err.errors.items()}
+            raise _with_reason(
+                BulkStateError({s.keys.strip(k): s.keys.scrub(e) for k, e in err.errors.items()}),
+                reason,
             ) from None
+        except LayottoError as err:
+            raise _with_reason(err, reason) from None
 
     def features(self, store_name: str) -> frozenset[Feature]:
         return self._resolve(store_name).store.features
@@ -110,7 +136,10 @@ class StateService:
         s = self._resolve(store_name)
         request = GetRequest(s.keys.apply(key), dict(metadata or {}), consistency)
         return await self._call(
-            s, f"get {key!r} from state store {store_name!r}", lambda: s.store.get(request)
+            s,
+            f"get {key!r} from state store {store_name!r}",
+            lambda: s.store.get(request),
+            reason=GET_FAILED,
         )
 
     async def bulk_get(
@@ -129,7 +158,10 @@ class StateService:
         requests = [GetRequest(s.keys.apply(k), dict(metadata or {})) for k in keys]
         if type(s.store).bulk_get is not StateStore.bulk_get:
             items = await self._call(
-                s, f"bulk get from state store {store_name!r}", lambda: s.store.bulk_get(requests)
+                s,
+                f"bulk get from state store {store_name!r}",
+                lambda: s.store.bulk_get(requests),
+                reason=BULK_GET_FAILED,
             )
         else:
             items = await self._fan_out_get(s, requests, parallelism or DEFAULT_BULK_PARALLELISM)
@@ -149,6 +181,7 @@ class StateService:
                         s,
                         f"get {request.key!r} from state store {s.name!r}",
                         lambda: s.store.get(request),
+                        reason=GET_FAILED,
                     )
                 except LayottoError as err:
                     results[index] = BulkGetItem(request.key, error=err.message)
@@ -173,9 +206,9 @@ class StateService:
         requests = [self._stored(s, item) for item in items]
         what = f"save state in state store {store_name!r}"
         if len(requests) == 1:
-            await self._call(s, what, lambda: s.store.set(requests[0]))
+            await self._call(s, what, lambda: s.store.set(requests[0]), reason=SAVE_FAILED)
         else:
-            await self._call(s, what, lambda: s.store.bulk_set(requests))
+            await self._call(s, what, lambda: s.store.bulk_set(requests), reason=SAVE_FAILED)
 
     async def delete(self, store_name: str, request: DeleteRequest) -> None:
         s = self._resolve(store_name)
@@ -184,6 +217,7 @@ class StateService:
             s,
             f"delete {request.key!r} from state store {store_name!r}",
             lambda: s.store.delete(prefixed),
+            reason=DELETE_FAILED,
         )
 
     async def bulk_delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
@@ -192,7 +226,10 @@ class StateService:
             return
         prefixed = [self._stored(s, r) for r in requests]
         await self._call(
-            s, f"bulk delete from state store {store_name!r}", lambda: s.store.bulk_delete(prefixed)
+            s,
+            f"bulk delete from state store {store_name!r}",
+            lambda: s.store.bulk_delete(prefixed),
+            reason=BULK_DELETE_FAILED,
         )
 
     async def transact(
@@ -219,7 +256,16 @@ class StateService:
             s,
             f"transaction on state store {store_name!r}",
             lambda: s.store.multi(prefixed, dict(metadata or {})),
+            reason=TRANSACTION_FAILED,
         )
+
+
+def _with_reason(err: LayottoError, reason: str) -> LayottoError:
+    """A generic store failure gets the operation's reason; a specific one (ETag mismatch,
+    a component's own code) keeps its own."""
+    if err.category is ErrorCategory.INTERNAL and err.reason in _GENERIC_REASONS:
+        err.reason = reason
+    return err
 
 
 __all__ = ["BulkStateError", "StateService"]

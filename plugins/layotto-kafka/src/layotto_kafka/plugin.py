@@ -17,4 +17,12 @@ def layotto_components() -> list[ComponentSpec]:
             "layotto_kafka.pubsub:KafkaPubSub.create",
             description="acks=all publish; consumer groups with contiguous manual commits",
         ),
+        ComponentSpec(
+            Kind.BINDINGS,
+            "kafka",
+            "layotto_kafka.binding:KafkaBindingMetadata",
+            "layotto_kafka.binding:KafkaBinding.create",
+            description="input and output binding: produce to publishTopic, consume topics "
+            "at least once",
+        ),
     ]

@@ -1,5 +1,5 @@
 """Redis components for Layotto for Python: `state.redis`, `configuration.redis`,
-`pubsub.redis`, `lock.redis`, `sequencer.redis`."""
+`pubsub.redis`, `lock.redis`, `sequencer.redis`, `bindings.redis`."""
 
 # Exports load on first use: the sidecar imports this package to list the plugin, and
 # must not pay for the backend client until a component of this plugin is configured.
@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from layotto.plugin.durations import parse_duration
 
+    from layotto_redis.binding import (
+        RedisBinding,
+        RedisBindingMetadata,
+    )
     from layotto_redis.configuration import (
         RedisConfigMetadata,
         RedisConfigStore,
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "RedisBinding": "layotto_redis.binding",
+    "RedisBindingMetadata": "layotto_redis.binding",
     "RedisConfigMetadata": "layotto_redis.configuration",
     "RedisConfigStore": "layotto_redis.configuration",
     "RedisLockMetadata": "layotto_redis.lock",
@@ -56,6 +62,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "RedisBinding",
+    "RedisBindingMetadata",
     "RedisConfigMetadata",
     "RedisConfigStore",
     "RedisLockMetadata",

@@ -45,4 +45,11 @@ def layotto_components() -> list[ComponentSpec]:
             "layotto_redis.sequencer:RedisSequencerStore.create",
             description="INCR ids, INCRBY segments, biggerThan",
         ),
+        ComponentSpec(
+            Kind.BINDINGS,
+            "redis",
+            "layotto_redis.binding:RedisBindingMetadata",
+            "layotto_redis.binding:RedisBinding.create",
+            description="output binding: SET (with ttlInSeconds), GET, DEL, INCR on a key",
+        ),
     ]

@@ -1,0 +1,259 @@
+"""BindingDispatcher: input binding events to the app's Dapr `OnBindingEvent` (dapr-compat.md
+1.4, 2.7, 3.6).
+
+At startup it waits for the app's callback port and asks `ListInputBindings` once. For every
+listed name that is configured as an input binding it runs `component.read(handler)`, reading
+again with capped, jittered backoff when `read` raises. A listed name that is not configured is
+warned about (once: the list is asked once). Readiness waits for the list
+(`app_input_bindings` is INIT until then); each running binding has an indicator
+(`input_binding:<name>`), DOWN while its `read` is failing.
+
+The handler delivers one event and returns only once the app processed it, so the component
+marks nothing processed before that (at-least-once). The app's reply is then carried out
+before the handler returns: `states` are saved into `store_name` through the Dapr-flavoured
+state service, and `data` goes to each output binding in `to` (operation `create`), one after
+the other (SEQUENTIAL) or all at once (PARALLEL). A failure the backend may recover from
+(unavailable, timed out, exhausted) raises, so the event is redelivered; a failure that a
+redelivery cannot fix (an unknown store or binding, a bad request, an ETag mismatch) is logged
+and the event counts as processed (the app did process it).
+
+Shutdown: `begin_drain()` stops deliveries from starting (new events wait until reading is
+cancelled, unprocessed); `stop()` lets in-flight deliveries finish until the grace deadline,
+then cancels every `read`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import anyio
+from anyio.abc import TaskStatus
+
+from layotto.api.binding_callback import BindingCallbackClient, BindingReply
+from layotto.backoff import backoff_delay
+from layotto.errors import ErrorCategory, LayottoError
+from layotto.health import HealthRegistry, Probe
+from layotto.plugin import BindingEvent, Health, HealthStatus, InputBinding
+from layotto.services.bindings import BindingService
+from layotto.services.state import StateService
+
+log = logging.getLogger(__name__)
+
+APP_INDICATOR = "app_input_bindings"
+READINESS = frozenset({Probe.READINESS})
+FORWARD_OPERATION = "create"
+# Failures a redelivery of the event may get past; anything else is the reply's own fault.
+TRANSIENT = frozenset(
+    {
+        ErrorCategory.UNAVAILABLE,
+        ErrorCategory.DEADLINE_EXCEEDED,
+        ErrorCategory.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def binding_indicator(name: str) -> str:
+    return f"input_binding:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How `read` is retried: exponential from `initial` to `cap`; a `read` that ran for
+    `healthy_after` seconds before failing starts the backoff over."""
+
+    initial: float = 0.2
+    cap: float = 10.0
+    healthy_after: float = 30.0
+
+
+class BindingDispatcher:
+    name = "binding_dispatcher"
+
+    def __init__(
+        self,
+        bindings: BindingService,
+        state: StateService,
+        app: BindingCallbackClient,
+        health: HealthRegistry,
+        *,
+        grace_period: float,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        self._bindings = bindings
+        self._state = state
+        self._app = app
+        self._health = health
+        self._grace = grace_period
+        self._restart = restart or RestartPolicy()
+        self._reading: list[str] = []
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._stop = anyio.Event()
+        self._done = anyio.Event()
+        self._done.set()  # not running yet: nothing to wait for
+        self._deadline = math.inf
+
+    @property
+    def reading(self) -> list[str]:
+        """The input bindings being read for the app."""
+        return list(self._reading)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stop = anyio.Event()
+        self._done = anyio.Event()
+        self._health.set(
+            APP_INDICATOR, Health(HealthStatus.INIT, {"reason": "waiting for the app"}), READINESS
+        )
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_stop, tg.cancel_scope)
+                await self._app.wait_until_listening()
+                names = await self._app.list_input_bindings()
+                log.info(
+                    "the app asks for %d input binding(s)", len(names), extra={"bindings": names}
+                )
+                configured = self._bindings.inputs()
+                self._reading = []
+                for name in names:
+                    component = configured.get(name)
+                    if component is None:
+                        log.warning(
+                            "the app lists input binding %r, but no input binding of that name "
+                            "is configured: it gets no events from it",
+                            name,
+                        )
+                        continue
+                    self._reading.append(name)
+                    self._health.set(binding_indicator(name), Health(HealthStatus.INIT), READINESS)
+                    tg.start_soon(self._read_loop, name, component)
+                self._health.set(APP_INDICATOR, Health.up(), READINESS)
+                await self._stop.wait()
+                # Drain: no delivery starts any more; in-flight ones until the deadline.
+                with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
+                    while self._in_flight:
+                        self._idle = anyio.Event()
+                        await self._idle.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            for name in self._reading:
+                self._health.remove(binding_indicator(name))
+            self._health.remove(APP_INDICATOR)
+            self._done.set()
+
+    def begin_drain(self, grace: float | None = None) -> None:
+        """Start no delivery from now on; in-flight ones get until `grace` seconds from now."""
+        if self._stop.is_set():
+            return
+        self._deadline = anyio.current_time() + (self._grace if grace is None else grace)
+        self._stop.set()
+
+    async def stop(self) -> None:
+        self.begin_drain()
+        with anyio.CancelScope(shield=True):
+            await self._done.wait()
+
+    async def _watch_stop(self, scope: anyio.CancelScope) -> None:
+        # Stopping before the bindings are known (the app never came up): just cancel.
+        await self._stop.wait()
+        if not self._reading:
+            scope.cancel()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_loop(self, name: str, component: InputBinding) -> None:
+        indicator = binding_indicator(name)
+        handler = partial(self._handle, name)
+        attempt = 0
+        while True:
+            self._health.set(indicator, Health.up(), READINESS)
+            started = anyio.current_time()
+            try:
+                await component.read(handler)
+            except Exception as err:
+                if anyio.current_time() - started >= self._restart.healthy_after:
+                    attempt = 0
+                delay = backoff_delay(attempt, base=self._restart.initial, cap=self._restart.cap)
+                reason = err.message if isinstance(err, LayottoError) else type(err).__name__
+                if not isinstance(err, LayottoError):
+                    log.error("input binding %r failed", name, exc_info=err)
+                log.warning(
+                    "reading input binding %r failed (%s); reading again in %.1f s",
+                    name,
+                    reason,
+                    delay,
+                )
+                self._health.set(indicator, Health.down(reason), READINESS)
+                attempt += 1
+                await anyio.sleep(delay)
+                continue
+            log.info("input binding %r has nothing (more) to read", name)
+            self._health.remove(indicator)
+            return
+
+    async def _handle(self, name: str, event: BindingEvent) -> bytes | None:
+        """Deliver one event and carry out the app's reply; raise when it was not processed."""
+        if self._stop.is_set():
+            # Draining: the event stays unprocessed; reading is cancelled shortly.
+            await anyio.sleep_forever()
+        self._in_flight += 1
+        try:
+            reply = await self._app.on_binding_event(name, event)
+            await self._follow_up(name, reply)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        return reply.data or None
+
+    # -- the app's reply -------------------------------------------------------------------
+
+    async def _follow_up(self, name: str, reply: BindingReply) -> None:
+        if reply.states:
+            await _tolerating(
+                f"saving {len(reply.states)} state(s) from binding {name!r} into "
+                f"{reply.store_name!r}",
+                lambda: self._state.save(reply.store_name, reply.states),
+            )
+        if not reply.to:
+            return
+        sends = [
+            (
+                f"sending the reply to binding {name!r} on to output binding {target!r}",
+                partial(self._bindings.invoke, target, FORWARD_OPERATION, reply.data),
+            )
+            for target in reply.to
+        ]
+        if not reply.parallel:
+            for what, send in sends:
+                await _tolerating(what, send)
+            return
+        failures: list[LayottoError] = []
+
+        async def one(what: str, send: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await _tolerating(what, send)
+            except LayottoError as err:
+                failures.append(err)
+
+        async with anyio.create_task_group() as tg:
+            for what, send in sends:
+                tg.start_soon(one, what, send)
+        if failures:
+            raise failures[0]
+
+
+async def _tolerating(what: str, call: Callable[[], Awaitable[object]]) -> None:
+    """Run `call`; a transient failure raises (the event is redelivered), any other failure is
+    logged and swallowed (a redelivery could not fix it)."""
+    try:
+        await call()
+    except LayottoError as err:
+        if err.category in TRANSIENT:
+            log.warning("%s failed (%s): the event will be delivered again", what, err.message)
+            raise
+        log.error("%s failed (%s): not retried", what, err.message)

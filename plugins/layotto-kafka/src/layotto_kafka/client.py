@@ -1,0 +1,302 @@
+"""What every Kafka component of this plugin shares: one producer per component, the
+reachability probe, the bounded publish, and the consumers (`KafkaSubscription`) it started.
+
+`pubsub.kafka` and `bindings.kafka` are thin faces over a `KafkaClient`: the connection and
+auth metadata (`KafkaMetadata`), the publish path and the at-least-once consumer are the same.
+
+Publishing. A publish returns once every in-sync replica has the record. It never waits out
+aiokafka's own timeouts when the cluster is gone: before enqueueing (when nothing was heard from
+the cluster in the last second, or the producer holds no open connection) and while waiting for
+the broker's ack (at once when the connections drop, else every half second), a probe (a
+Metadata request with no topics, bounded to a second) asks whether any broker answers; when
+none does, the publish fails at once with `BackendUnavailable`. The whole publish is bounded by
+`publishTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
+from layotto.plugin import (
+    BackendTimeout,
+    BackendUnavailable,
+    ComponentError,
+    Health,
+    LayottoError,
+)
+
+from layotto_kafka.aio import cancelling, quietly
+from layotto_kafka.consumer import KafkaSubscription
+from layotto_kafka.errors import CHECK_BROKERS, translate
+from layotto_kafka.settings import KafkaMetadata
+
+log = logging.getLogger("layotto_kafka")
+
+INIT_TIMEOUT = 10.0  # producer bootstrap at init
+PROBE_TIMEOUT = 1.0  # "does any broker answer?"
+HEALTH_TIMEOUT = 0.8  # check_health answers within a second
+RECENT_CONTACT = 1.0  # a publish skips the pre-probe when the cluster answered this recently
+DELIVERY_CHECK = 0.5  # while waiting for an ack, probe the cluster this often
+DELIVERY_SLICE = 0.05  # ... and look at the connections this often
+CLOSE_TIMEOUT = 5.0
+CLOSE_PROBE_TIMEOUT = 0.5
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done callback for a delivery nobody awaits any more: fetch its exception so asyncio
+    does not log "exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
+
+
+class KafkaClient:
+    """`what` names the owner in every message ("pubsub 'orders'", "binding 'events'")."""
+
+    def __init__(self, metadata: KafkaMetadata, app_id: str, what: str) -> None:
+        self.metadata = metadata
+        self.app_id = app_id
+        self.what = what
+        self._producer: AIOKafkaProducer | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._last_contact = -math.inf
+        self._probe_task: asyncio.Task[bool] | None = None
+        self._subscriptions: set[KafkaSubscription] = set()
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by the producer and every consumer."""
+        m = self.metadata
+        options: dict[str, Any] = {
+            "bootstrap_servers": list(m.brokers),
+            "client_id": m.client_id_for(self.app_id),
+            "security_protocol": m.security_protocol,
+        }
+        if self._ssl is not None:
+            options["ssl_context"] = self._ssl
+        if m.use_sasl:
+            options["sasl_mechanism"] = m.sasl_mechanism
+            options["sasl_plain_username"] = m.sasl_username
+            options["sasl_plain_password"] = m.sasl_password.get_secret_value()
+        return options
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        try:
+            self._ssl = self.metadata.ssl_context()
+        except (ssl.SSLError, ValueError, OSError) as err:
+            raise ComponentError(
+                f"{self.what}: the TLS settings could not be loaded ({type(err).__name__}; "
+                "check caCert, clientCert and clientKey)"
+            ) from None
+        m = self.metadata
+        options = self.client_options()
+        if m.max_message_bytes is not None:
+            options["max_request_size"] = m.max_message_bytes
+        producer = AIOKafkaProducer(
+            **options,
+            acks="all",
+            enable_idempotence=m.idempotence,
+            request_timeout_ms=max(1000, int(m.publish_timeout * 1000)),
+            linger_ms=0,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), INIT_TIMEOUT)
+        except BaseException as err:
+            await quietly(producer.stop(), CLOSE_TIMEOUT)
+            if isinstance(err, TimeoutError | KafkaConnectionError):
+                raise BackendUnavailable(
+                    f"{self.what}: Kafka is unavailable (no broker could be reached at "
+                    f"startup; {CHECK_BROKERS})"
+                ) from None
+            if isinstance(err, Exception):
+                raise translate(err, self.what) from None
+            raise
+        self._producer = producer
+        self._last_contact = asyncio.get_running_loop().time()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        producer = self._producer
+        if producer is not None:
+            # stop() flushes what is still queued; with no broker reachable nothing can be
+            # flushed, so do not wait for it.
+            reachable = await self.probe(CLOSE_PROBE_TIMEOUT)
+            self._producer = None
+            try:
+                await asyncio.wait_for(
+                    producer.stop(), CLOSE_TIMEOUT if reachable else CLOSE_PROBE_TIMEOUT
+                )
+            except Exception as err:
+                log.debug("ignored while stopping the producer: %r", err)
+                await quietly(producer.client.close(), CLOSE_TIMEOUT)
+        probe = self._probe_task
+        if probe is not None and not probe.done():
+            await asyncio.wait((probe,), timeout=PROBE_TIMEOUT * 1.5)
+
+    async def check_health(self) -> Health:
+        if self._producer is None:
+            return Health.down("closed" if self._closed else "not initialised")
+        if await self.probe(HEALTH_TIMEOUT):
+            return Health.up()
+        return Health.down("no Kafka broker is reachable")
+
+    # -- reachability ----------------------------------------------------------------------
+
+    async def probe(self, within: float) -> bool:
+        """True when some broker answers a Metadata request within `within` seconds.
+        Concurrent callers share one probe."""
+        task = self._probe_task
+        if task is None or task.done():
+            task = self._probe_task = asyncio.create_task(self._run_probe(PROBE_TIMEOUT))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), within)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            return False  # the probe itself was cancelled: the component is closing
+
+    async def _run_probe(self, within: float) -> bool:
+        producer = self._producer
+        if producer is None:
+            return False
+        client = producer.client
+        node_ids = [broker.nodeId for broker in client.cluster.brokers()]
+        if not node_ids:
+            return False
+
+        async def ask(node_id: int) -> bool:
+            try:
+                await client.send(node_id, MetadataRequest([]))
+            except (KafkaError, OSError, TimeoutError):
+                return False
+            return True
+
+        tasks = [asyncio.create_task(ask(node_id)) for node_id in node_ids]
+        try:
+            for next_done in asyncio.as_completed(tasks, timeout=within):
+                if await next_done:
+                    self._last_contact = asyncio.get_running_loop().time()
+                    return True
+        except TimeoutError:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Nobody answered: the next publish probes first instead of trusting an old contact.
+        self._last_contact = -math.inf
+        return False
+
+    def _unavailable(self, what: str) -> BackendUnavailable:
+        return BackendUnavailable(f"{what}: Kafka is unavailable (no broker is reachable)")
+
+    # -- publish -------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
+        producer = self._producer
+        what = f"{self.what}: publish to {topic!r}"
+        if producer is None:
+            raise BackendUnavailable(f"{what}: the component is not initialised")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.metadata.publish_timeout
+
+        recent = loop.time() - self._last_contact <= RECENT_CONTACT
+        if (not recent or not _has_connection(producer.client)) and not await self.probe(
+            min(PROBE_TIMEOUT, max(0.05, deadline - loop.time()))
+        ):
+            raise self._unavailable(what)
+        try:
+            delivery = await asyncio.wait_for(
+                producer.send(topic, data, key=key, headers=list(headers)),
+                max(0.05, deadline - loop.time()),
+            )
+        except TimeoutError:
+            raise await self._timed_out(what) from None
+        except Exception as err:
+            raise translate(err, what) from None
+        delivery.add_done_callback(_retrieve)
+
+        next_check = loop.time() + DELIVERY_CHECK
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise await self._timed_out(what)
+            await asyncio.wait((delivery,), timeout=min(DELIVERY_SLICE, remaining))
+            if delivery.done():
+                error = delivery.exception() if not delivery.cancelled() else None
+                if error is not None:
+                    raise translate(error, what) from None
+                self._last_contact = loop.time()
+                return
+            # Not acked yet: is anybody there at all? Ask at once when the connections are
+            # gone, else every DELIVERY_CHECK while nothing was heard from the cluster.
+            now = loop.time()
+            stale = now >= next_check and now - self._last_contact > DELIVERY_CHECK
+            if stale or not _has_connection(producer.client):
+                next_check = now + DELIVERY_CHECK
+                if not await self.probe(min(PROBE_TIMEOUT, max(0.05, deadline - now))):
+                    raise self._unavailable(what)
+
+    async def _timed_out(self, what: str) -> LayottoError:
+        if not await self.probe(PROBE_TIMEOUT / 2):
+            return self._unavailable(what)
+        return BackendTimeout(
+            f"{what}: Kafka did not acknowledge the message within publishTimeout "
+            f"({self.metadata.publish_timeout:g} s)"
+        )
+
+    # -- consume -------------------------------------------------------------------------------
+
+    async def subscribe(
+        self, topics: Sequence[str], group: str, *, within: float
+    ) -> KafkaSubscription:
+        """Join `group` for `topics`; return once the assignment is known and its positions
+        are committed (see `KafkaSubscription`)."""
+        if self._producer is None:
+            raise BackendUnavailable(f"{self.what}: the component is not initialised")
+        subscription = KafkaSubscription(self, topics, group)
+        await subscription.start(within)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def forget(self, subscription: KafkaSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+
+def _has_connection(client: Any) -> bool:
+    """Whether the client holds at least one open broker connection. A broker that goes away
+    closes them, so this notices an outage before any request times out. (aiokafka keeps its
+    connections in a private dict; should that change, the answer is "yes" and publish relies
+    on the one-second recency rule alone.)"""
+    conns = getattr(client, "_conns", None)
+    if not isinstance(conns, dict):
+        return True
+    return any(conn.connected() for conn in conns.values())
