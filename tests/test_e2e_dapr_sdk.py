@@ -302,12 +302,39 @@ def test_state_errors_carry_dapr_reasons(client: Any) -> None:
 
 
 def test_state_keys_are_prefixed_with_the_app_id(dapr_env: Backend, client: Any) -> None:
-    """Dapr's key scheme: another app id does not see the key (dapr-compat 3.1)."""
+    """Dapr's key scheme `<app id>||key` (dapr-compat 3.1): the Layotto surface, which stores
+    keys as given, does not see the bare key; on Redis the stored key is daprd's."""
     key = unique("scoped")
     client.save_state("statestore", key, "mine")
     assert client.get_state("statestore", key).data == b"mine"
-    listed = client.get_metadata()
-    assert listed.application_id == dapr_env.app_id
+    assert _layotto_get_state(dapr_env.sidecar, key) == b""
+    if dapr_env.name == "redis":
+        import redis
+
+        direct = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+        try:
+            assert direct.exists(f"{dapr_env.app_id}||{key}")
+            assert not direct.exists(key)
+        finally:
+            direct.close()
+
+
+def _layotto_get_state(sidecar: Sidecar, key: str) -> bytes:
+    import anyio
+    from grpclib.client import Channel
+    from layotto._proto.spec.proto.runtime import v1 as pb
+
+    async def get() -> bytes:
+        channel = Channel("127.0.0.1", sidecar.grpc_port)
+        try:
+            response = await pb.RuntimeStub(channel).get_state(
+                pb.GetStateRequest(store_name="statestore", key=key), timeout=5
+            )
+            return response.data
+        finally:
+            channel.close()
+
+    return anyio.run(get)
 
 
 # -- pub/sub -------------------------------------------------------------------------------
@@ -486,3 +513,45 @@ def test_metadata(dapr_env: Backend, client: Any) -> None:
     assert metadata.extended_metadata.get("team") == "payments"
     names = {c.name for c in metadata.registered_components}
     assert {"statestore", "pubsub", "lockstore", "configstore", "secretstore"} <= names
+
+
+# -- the API token and the SDK's token-less server streams ----------------------------------
+
+
+@pytest.mark.parametrize("tokenless", [False, True], ids=["strict", "tokenless-config-subscribe"])
+def test_api_token_and_config_subscribe(
+    tokenless: bool,
+    tmp_path: Path,
+    sidecar_factory: Callable[..., Sidecar],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With an API token, the SDK sends it on unary calls but not on SubscribeConfigurationAlpha1
+    (dapr-compat 2.3): strict (daprd's behaviour, our default) refuses that stream, so the SDK's
+    subscribe_configuration gives None; `server.allow_tokenless_config_subscribe` lets it in."""
+    from dapr.clients import DaprClient
+
+    config = tmp_path / "layotto.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "app": {"id": "tokened"},
+                "server": {"allow_tokenless_config_subscribe": tokenless},
+                "components": [{"name": "configstore", "type": "configuration.in-memory"}],
+            }
+        )
+    )
+    sidecar = sidecar_factory(["-c", str(config), "--api-token", "t0ken"])
+    monkeypatch.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
+    monkeypatch.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
+    monkeypatch.setenv("DAPR_API_TOKEN", "t0ken")
+    with DaprClient() as d:
+        assert d.get_configuration("configstore", ["k"]).items == {}  # unary: token sent
+        sub_id = d.subscribe_configuration("configstore", ["k"], lambda *_: None)
+        if tokenless:
+            assert sub_id
+            assert d.unsubscribe_configuration("configstore", sub_id) is True
+        else:
+            assert sub_id is None  # the stream was refused: UNAUTHENTICATED
+    monkeypatch.setenv("DAPR_API_TOKEN", "wrong")
+    with DaprClient() as d, pytest.raises(Exception, match=r"UNAUTHENTICATED|api token"):
+        d.get_configuration("configstore", ["k"])
