@@ -1,4 +1,5 @@
-"""End-to-end support: generated grpcio stubs and `layotto run` as a real subprocess.
+"""End-to-end support: generated grpcio stubs, `layotto run` as a real subprocess, and apps
+beside it (a script app as a subprocess, grpclib servicers on a thread).
 
 `conftest.py` loads this module as `layotto_e2e_support` (a unique name: other test folders of
 the workspace may have a `support` module of their own), so tests import it by that name.
@@ -6,16 +7,19 @@ the workspace may have a `support` module of their own), so tests import it by t
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -339,6 +343,114 @@ def run_cli(
     )
 
 
+# -- apps beside the sidecar -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound, then closed: connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ScriptApp:
+    """A Python app (e.g. one built with the Dapr SDK) run from `source` as a subprocess, its
+    port (a free one) as its first argument; `records` are the JSON lines it prints. The
+    caller must `kill()` it."""
+
+    def __init__(self, source: str, script: Path, *, wait: float = 15.0) -> None:
+        script.write_text(source)
+        self.port = free_port()
+        self._wait = wait
+        self.proc = subprocess.Popen(
+            [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=subprocess_env(),
+            start_new_session=True,
+        )
+        self.stdout = OutputBuffer(self.proc.stdout, "app-stdout")
+        self.stderr = OutputBuffer(self.proc.stderr, "app-stderr")
+
+    def records(self, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.stdout.json_events()
+            if (kind is None or r.get("kind") == kind)
+            and all(r.get(k) == v for k, v in match.items())
+        ]
+
+    def wait(self, done: Callable[[], bool], what: str, within: float | None = None) -> None:
+        deadline = time.monotonic() + (self._wait if within is None else within)
+        while not done():
+            assert self.proc.poll() is None, f"the app exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log()}"
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return f"{self.stdout.text()}\n--- stderr ---\n{self.stderr.text()}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.stdout.join(2)
+        self.stderr.join(2)
+
+
+@contextmanager
+def script_app(source: str, script: Path, *, wait: float = 15.0) -> Iterator[ScriptApp]:
+    """A `ScriptApp` once it printed its `{"kind": "starting"}` line; killed on exit."""
+    app = ScriptApp(source, script, wait=wait)
+    try:
+        app.wait(lambda: bool(app.records("starting")), "the app to start")
+        yield app
+    finally:
+        app.kill()
+
+
+@contextmanager
+def grpclib_app(*servicers: Any) -> Iterator[int]:
+    """Serve grpclib `servicers` on 127.0.0.1 from a thread of its own (its own event loop,
+    so a synchronous test can call the sidecar meanwhile); yields the port, closes on exit."""
+    from grpclib.server import Server
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    servers: list[Server] = []
+    ports: list[int] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            server = Server(list(servicers))  # made on its loop: grpclib binds the running loop
+            servers.append(server)
+            await server.start("127.0.0.1", 0)
+            listener: Any = server._server  # grpclib does not expose the bound port
+            ports.append(int(listener.sockets[0].getsockname()[1]))
+
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="grpclib-app", daemon=True)
+    thread.start()
+    assert started.wait(10), "the grpclib app did not start"
+    try:
+        yield ports[0]
+    finally:
+
+        async def stop() -> None:
+            servers[0].close()
+            await servers[0].wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
 # -- a raw HTTP/2 gRPC client: holds a call in flight on purpose ---------------------------
 
 
@@ -369,8 +481,6 @@ class RawGrpcConnection:
     that answers at once."""
 
     def __init__(self, port: int, timeout: float = 5.0) -> None:
-        import socket
-
         import h2.config
         import h2.connection
 

@@ -14,18 +14,14 @@ not installed (or fails under LAYOTTO_REQUIRE_INTEGRATION=1).
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from layotto.testing import skip_or_fail
-from layotto_e2e_support import OutputBuffer, Sidecar, subprocess_env
+from layotto_e2e_support import ScriptApp, Sidecar, script_app
 
 pytestmark = pytest.mark.integration
 
@@ -85,55 +81,6 @@ app.run(int(sys.argv[1]), listen_address="127.0.0.1")
 """.replace("BINDING", repr(BINDING))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class SdkApp:
-    """The SDK app as a subprocess; `records` are its JSON lines."""
-
-    def __init__(self, source_dir: Path) -> None:
-        script = source_dir / "dapr_binding_app.py"
-        script.write_text(APP_SOURCE)
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=subprocess_env(),
-            start_new_session=True,
-        )
-        self.stdout = OutputBuffer(self.proc.stdout, "app-stdout")
-        self.stderr = OutputBuffer(self.proc.stderr, "app-stderr")
-
-    def records(self, kind: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in self.stdout.json_events()
-            if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())
-        ]
-
-    def wait(self, done: Callable[[], bool], what: str, within: float = WAIT) -> None:
-        deadline = time.monotonic() + within
-        while not done():
-            assert self.proc.poll() is None, f"the app exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log()}"
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return f"{self.stdout.text()}\n--- stderr ---\n{self.stderr.text()}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self.stdout.join(2)
-        self.stderr.join(2)
-
-
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[str]:
     """A private mock Kafka cluster (one broker) for this module: its bootstrap address."""
@@ -150,19 +97,17 @@ def kafka() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sdk_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkApp]:
-    app = SdkApp(tmp_path_factory.mktemp("dapr-binding-app"))
-    try:
-        app.wait(lambda: bool(app.records("starting")), "the app to start")
+def sdk_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptApp]:
+    with script_app(
+        APP_SOURCE, tmp_path_factory.mktemp("dapr-binding-app") / "dapr_binding_app.py", wait=WAIT
+    ) as app:
         yield app
-    finally:
-        app.kill()
 
 
 @pytest.fixture(scope="module")
 def sidecar(
     kafka: str,
-    sdk_app: SdkApp,
+    sdk_app: ScriptApp,
     module_sidecar_factory: SidecarFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Sidecar:
@@ -208,7 +153,7 @@ def invoke(sidecar: Sidecar, pb2: Any, pb2_grpc: Any, data: str, **metadata: str
 
 
 def test_records_produced_through_invoke_binding_reach_the_sdk_app(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     for i in range(3):
         response = invoke(sidecar, pb2, pb2_grpc, f"order-{i}", partitionKey="k", **{"x-n": str(i)})
@@ -231,7 +176,7 @@ def test_records_produced_through_invoke_binding_reach_the_sdk_app(
 
 
 def test_an_event_the_app_failed_is_delivered_again(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     invoke(sidecar, pb2, pb2_grpc, "flaky-1")
     sdk_app.wait(lambda: len(sdk_app.records("event", data="flaky-1")) >= 2, "the redelivery")
@@ -240,7 +185,7 @@ def test_an_event_the_app_failed_is_delivered_again(
     assert attempts == [1, 2]
 
 
-def test_readiness_and_the_unconfigured_binding(sidecar: Sidecar, sdk_app: SdkApp) -> None:
+def test_readiness_and_the_unconfigured_binding(sidecar: Sidecar, sdk_app: ScriptApp) -> None:
     readiness = sidecar.get("/actuator/health/readiness").json()
     components = readiness["components"]
     assert components[f"input_binding:{BINDING}"]["status"] == "UP"

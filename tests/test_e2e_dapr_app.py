@@ -20,17 +20,13 @@ Events are published through the Layotto gRPC PublishEvent.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from layotto_e2e_support import OutputBuffer, Sidecar, subprocess_env
+from layotto_e2e_support import ScriptApp, Sidecar, grpclib_app, script_app
 
 pytestmark = pytest.mark.integration
 
@@ -178,69 +174,17 @@ app.run(int(sys.argv[1]), listen_address="127.0.0.1")
 """.replace("PUBSUB", repr(PUBSUB))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class SdkApp:
-    """The SDK app as a subprocess; `records` are its JSON lines."""
-
-    def __init__(self, source_dir: Path) -> None:
-        script = source_dir / "dapr_sdk_app.py"
-        script.write_text(APP_SOURCE)
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=subprocess_env(),
-            start_new_session=True,
-        )
-        self.stdout = OutputBuffer(self.proc.stdout, "app-stdout")
-        self.stderr = OutputBuffer(self.proc.stderr, "app-stderr")
-
-    def records(self, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in self.stdout.json_events()
-            if (kind is None or r.get("kind") == kind)
-            and all(r.get(k) == v for k, v in match.items())
-        ]
-
-    def wait(self, done: Callable[[], bool], what: str, within: float = WAIT) -> None:
-        deadline = time.monotonic() + within
-        while not done():
-            assert self.proc.poll() is None, f"the app exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log()}"
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return f"{self.stdout.text()}\n--- stderr ---\n{self.stderr.text()}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self.stdout.join(2)
-        self.stderr.join(2)
-
-
 @pytest.fixture(scope="module")
-def sdk_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkApp]:
-    app = SdkApp(tmp_path_factory.mktemp("dapr-app"))
-    try:
-        app.wait(lambda: bool(app.records("starting")), "the app to start")
+def sdk_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptApp]:
+    with script_app(
+        APP_SOURCE, tmp_path_factory.mktemp("dapr-app") / "dapr_sdk_app.py", wait=WAIT
+    ) as app:
         yield app
-    finally:
-        app.kill()
 
 
 @pytest.fixture(scope="module")
 def sidecar(
-    sdk_app: SdkApp,
+    sdk_app: ScriptApp,
     module_sidecar_factory: SidecarFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Sidecar:
@@ -284,7 +228,7 @@ def info(sidecar: Sidecar, topic: str) -> dict[str, Any]:
 
 
 def test_the_sdk_app_is_detected_and_subscribed_after_its_health_check(
-    sidecar: Sidecar, sdk_app: SdkApp
+    sidecar: Sidecar, sdk_app: ScriptApp
 ) -> None:
     detected = [e for e in sidecar.stderr.json_events() if e.get("app_protocol") == "dapr"]
     assert any("Dapr's AppCallback" in e["msg"] for e in detected), sidecar.log()
@@ -303,7 +247,7 @@ def test_the_sdk_app_is_detected_and_subscribed_after_its_health_check(
 
 
 def test_retry_then_success_with_extensions_and_the_app_token(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     sent = publish(sidecar, pb2, pb2_grpc, "orders", {"order": 1}, **{"x-tenant": "t1"})
     sdk_app.wait(lambda: len(sdk_app.records("event", id=sent)) == 2, "the redelivery")
@@ -322,7 +266,7 @@ def test_retry_then_success_with_extensions_and_the_app_token(
 
 
 def test_rules_route_to_the_handler_and_unmatched_events_are_not_delivered(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     widget = publish(
         sidecar, pb2, pb2_grpc, "routed", {"kind": "x"}, **{"cloudevent.type": "widget"}
@@ -349,7 +293,7 @@ def test_rules_route_to_the_handler_and_unmatched_events_are_not_delivered(
 
 
 def test_unimplemented_for_a_topic_without_handler_is_a_drop(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     before = len(sdk_app.records("OnTopicEvent"))
     publish(sidecar, pb2, pb2_grpc, "gone", 1)
@@ -363,7 +307,7 @@ def test_unimplemented_for_a_topic_without_handler_is_a_drop(
 
 
 def test_dead_letter_after_max_retries(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     sent = publish(sidecar, pb2, pb2_grpc, "doomed", {"n": 1})
     sdk_app.wait(lambda: bool(sdk_app.records("event", handler="doomed-dlq", id=sent)), "DLQ")
@@ -378,7 +322,7 @@ def test_dead_letter_after_max_retries(
 
 
 def test_bulk_subscribe_batches_and_retries_one_entry(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     sent: dict[str, str] = {}
 
@@ -414,7 +358,7 @@ def invoke_echo(sidecar: Sidecar, pb2: Any, pb2_grpc: Any, text: str) -> Any:
 
 
 def test_on_invoke_through_invoke_service_for_the_own_app_id(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     response = invoke_echo(sidecar, pb2, pb2_grpc, "hello")
     assert json.loads(response.data.value) == {"echo": "hello"}
@@ -422,7 +366,7 @@ def test_on_invoke_through_invoke_service_for_the_own_app_id(
 
 
 def test_the_app_token_reaches_on_invoke(
-    sidecar: Sidecar, sdk_app: SdkApp, pb2: Any, pb2_grpc: Any
+    sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     invoke_echo(sidecar, pb2, pb2_grpc, "token?")
     (call,) = sdk_app.records("invoke", text="token?")
@@ -435,9 +379,6 @@ def test_the_app_token_reaches_on_invoke(
 def test_a_layotto_app_is_detected_and_gets_events(
     sidecar_factory: SidecarFactory, pb2: Any, pb2_grpc: Any
 ) -> None:
-    import asyncio
-
-    from grpclib.server import Server
     from layotto.services.cloudevents import EventStatus, TopicEvent
     from layotto.testing.pubsub import CallbackApp, Route
 
@@ -448,36 +389,18 @@ def test_a_layotto_app_is_detected_and_gets_events(
         return EventStatus.SUCCESS
 
     app = CallbackApp([Route(PUBSUB, "layotto-topic", handler)])
-    loop = asyncio.new_event_loop()
-    ports: list[int] = []
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def start() -> None:
-            server = Server([app])
-            await server.start("127.0.0.1", 0)
-            listener: Any = server._server  # grpclib does not expose the bound port
-            ports.append(int(listener.sockets[0].getsockname()[1]))
-
-        loop.run_until_complete(start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(10)
-        sidecar = sidecar_factory(["--app-port", str(ports[0])])
-        sent = publish(sidecar, pb2, pb2_grpc, "layotto-topic", {"x": 1})
-        deadline = time.monotonic() + WAIT
-        while not received:
-            assert time.monotonic() < deadline, sidecar.log()
-            time.sleep(0.05)
-        assert received[0].id == sent
-        detected = [e for e in sidecar.stderr.json_events() if e.get("app_protocol") == "layotto"]
-        assert any("Layotto's AppCallback" in e["msg"] for e in detected), sidecar.log()
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with grpclib_app(app) as port:
+        sidecar = sidecar_factory(["--app-port", str(port)])
+        try:
+            sent = publish(sidecar, pb2, pb2_grpc, "layotto-topic", {"x": 1})
+            deadline = time.monotonic() + WAIT
+            while not received:
+                assert time.monotonic() < deadline, sidecar.log()
+                time.sleep(0.05)
+            assert received[0].id == sent
+            detected = [
+                e for e in sidecar.stderr.json_events() if e.get("app_protocol") == "layotto"
+            ]
+            assert any("Layotto's AppCallback" in e["msg"] for e in detected), sidecar.log()
+        finally:
+            sidecar.kill()  # before the app goes

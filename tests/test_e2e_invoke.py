@@ -28,11 +28,10 @@ import uvicorn
 import yaml
 from grpclib import GRPCError
 from grpclib.const import Status
-from grpclib.server import Server
 from layotto._proto.dapr.proto.common import v1 as dapr_common
 from layotto._proto.dapr.proto.runtime import v1 as dapr_runtime
 from layotto._proto.google.protobuf import Any as PbAny
-from layotto_e2e_support import Sidecar
+from layotto_e2e_support import Sidecar, free_port, grpclib_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -90,13 +89,6 @@ APP_B = Starlette(
         Route("/{path:path}", _echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
 )
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then closed: connections to it are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -172,39 +164,8 @@ class ServedApp:
 @pytest.fixture(scope="module")
 def app_c() -> Iterator[ServedApp]:
     app = AppC()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    ports: list[int] = []
-    servers: list[Server] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def start() -> None:
-            server = Server([app])  # made on its loop: grpclib binds the running loop
-            servers.append(server)
-            await server.start("127.0.0.1", 0)
-            listener: Any = server._server  # grpclib does not expose the bound port
-            ports.append(int(listener.sockets[0].getsockname()[1]))
-
-        loop.run_until_complete(start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10), "app C did not start"
-    try:
-        yield ServedApp(app, ports[0])
-    finally:
-
-        async def stop() -> None:
-            servers[0].close()
-            await servers[0].wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with grpclib_app(app) as port:
+        yield ServedApp(app, port)
 
 
 # -- the sidecars ----------------------------------------------------------------------------

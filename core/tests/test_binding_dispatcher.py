@@ -1,5 +1,6 @@
-"""BindingDispatcher + BindingCallbackClient against a fake Dapr app: a grpclib
-`dapr.proto.runtime.v1.AppCallback` server on a real socket (dapr-compat.md 1.4, 2.7, 3.6).
+"""BindingDispatcher + BindingCallbackClient (+ the runtime's AppHealth) against a fake Dapr
+app: a grpclib `dapr.proto.runtime.v1.AppCallback` server on a real socket (dapr-compat.md 1.4,
+2.7, 3.6).
 
 The input binding is a test component that behaves like a redelivering backend: it hands each
 queued event to the handler until the handler returns (a raise = not processed = again)."""
@@ -21,17 +22,20 @@ from grpclib.server import Server
 from layotto._proto.dapr.proto.common import v1 as common_pb
 from layotto._proto.dapr.proto.runtime import v1 as pb
 from layotto._proto.google.protobuf import Empty
+from layotto.actors import app_health
+from layotto.actors.app_health import AppHealth
 from layotto.actors.binding_dispatcher import (
     APP_INDICATOR,
     BindingDispatcher,
     RestartPolicy,
     binding_indicator,
 )
-from layotto.api.binding_callback import BindingCallbackClient, to_set_request
+from layotto.api.app_connection import AppConnection
+from layotto.api.binding_callback import BindingCallbackClient, to_reply
 from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
 from layotto.components import BuiltComponent, ComponentRegistry
 from layotto.config import ComponentConfig
-from layotto.errors import BackendUnavailable, InvalidArgument
+from layotto.errors import BackendUnavailable
 from layotto.health import BOTH, STARTUP, HealthRegistry, Probe
 from layotto.plugin import (
     BindingEvent,
@@ -131,12 +135,22 @@ class FakeApp(pb.AppCallbackBase):
         return self.reply(message)
 
 
+class HealthCheck(pb.AppCallbackHealthCheckBase):
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
+
+    async def health_check(self, message: Empty) -> pb.HealthCheckResponse:
+        if not self.healthy:
+            raise GRPCError(grpclib.const.Status.INTERNAL, "not now")
+        return pb.HealthCheckResponse()
+
+
 @asynccontextmanager
-async def serve(app: FakeApp) -> AsyncIterator[int]:
-    server = Server([app])
+async def serve(app: FakeApp | None, *others: Any) -> AsyncIterator[int]:
+    server = Server([*([app] if app else []), *others])
 
     async def on_request(event: RecvRequest) -> None:
-        if event.method_name.endswith("/OnBindingEvent"):
+        if app is not None and event.method_name.endswith("/OnBindingEvent"):
             token = event.metadata.get("dapr-api-token")
             app.tokens.append(token if isinstance(token, str) else None)
 
@@ -180,6 +194,7 @@ class Harness:
     store: InMemoryStateStore
     state: StateService
     health: RecordingHealth
+    app_health: AppHealth
     dispatcher: BindingDispatcher
 
     @property
@@ -210,6 +225,8 @@ async def running(
     token: str | None = None,
     grace: float = 2.0,
     fail_reads: int = 0,
+    check: HealthCheck | None = None,
+    wait_up: bool = True,
 ) -> AsyncIterator[Harness]:
     app = app or FakeApp()
     source, out = QueueBinding(), QueueBinding()
@@ -226,28 +243,31 @@ async def running(
     health = RecordingHealth()
     health.set(STARTUP, Health.up(), BOTH)  # the runtime's part: only ours counts here
     state = StateService(registry, APP_ID, default_key_prefix="appid")
-    async with serve(app) as port:
-        client = BindingCallbackClient(
-            "127.0.0.1", port, metadata={"dapr-api-token": token} if token else None
-        )
+    async with serve(app, *([check] if check else [])) as port:
+        connection = AppConnection("127.0.0.1", port, api_token=token)
+        monitor = AppHealth(connection, health, interval=0.05, startup_interval=0.05)
         dispatcher = BindingDispatcher(
             BindingService(registry),
             state,
-            client,
+            BindingCallbackClient(connection),
             health,
+            monitor,
             grace_period=grace,
             restart=RestartPolicy(initial=0.05, cap=0.2),
         )
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(monitor.run)
                 await tg.start(dispatcher.run)
-                harness = Harness(app, source, out, store, state, health, dispatcher)
-                await harness.until(lambda: harness.status(APP_INDICATOR) is HealthStatus.UP)
+                harness = Harness(app, source, out, store, state, health, monitor, dispatcher)
+                if wait_up:
+                    await harness.until(lambda: harness.status(APP_INDICATOR) is HealthStatus.UP)
                 yield harness
                 with anyio.fail_after(10):
                     await dispatcher.stop()
+                    await monitor.stop()
         finally:
-            client.close()
+            connection.close()
             await registry.close()
 
 
@@ -297,23 +317,73 @@ async def test_list_waits_for_the_app() -> None:
     with anyio.fail_after(10):
         async with serve(FakeApp()) as port:
             pass  # the port is free again now
-        client = BindingCallbackClient("127.0.0.1", port)
+        connection = AppConnection("127.0.0.1", port)
+        monitor = AppHealth(connection, health)
         dispatcher = BindingDispatcher(
             BindingService(registry),
             StateService(registry, APP_ID),
-            client,
+            BindingCallbackClient(connection),
             health,
+            monitor,
             grace_period=1,
         )
         async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
             await tg.start(dispatcher.run)
             await anyio.sleep(0.5)
-            app_health = health.get(APP_INDICATOR)
-            assert app_health is not None
-            assert app_health.status is HealthStatus.INIT
+            indicator = health.get(APP_INDICATOR)
+            assert indicator is not None
+            assert indicator.status is HealthStatus.INIT
             await dispatcher.stop()  # stopping before the app came up: at once
-        client.close()
+            await monitor.stop()
+        connection.close()
     assert health.get(APP_INDICATOR) is None
+
+
+async def test_a_grpclib_app_without_dapr_callbacks_has_none_at_once() -> None:
+    """An app that serves no Dapr AppCallback (a Layotto app on grpclib, say): grpclib answers
+    a method it does not serve trailers-only, which reads as UNIMPLEMENTED (none), not as a
+    transport failure to ask again for seconds."""
+    with anyio.fail_after(2):
+        async with serve(None, HealthCheck()) as port:
+            connection = AppConnection("127.0.0.1", port)
+            try:
+                assert await BindingCallbackClient(connection).list_input_bindings() == []
+            finally:
+                connection.close()
+
+
+# -- app health ------------------------------------------------------------------------------
+
+
+async def test_events_wait_while_the_app_is_unhealthy() -> None:
+    """The runtime's AppHealth gates input bindings as daprd does: nothing is asked before the
+    app's first successful check; after `threshold` failed checks, events wait (unprocessed);
+    one success delivers them."""
+    check = HealthCheck(healthy=False)
+    app = FakeApp()
+    async with running(app, check=check, wait_up=False) as h:
+        await h.until(lambda: h.status(app_health.INDICATOR) is HealthStatus.INIT)
+        await anyio.sleep(0.2)
+        assert app.list_calls == 0
+        assert h.status(APP_INDICATOR) is HealthStatus.INIT
+        check.healthy = True
+        await h.until(lambda: h.status(APP_INDICATOR) is HealthStatus.UP)
+        await h.emit(b"first")
+        await h.until(lambda: len(h.source.processed) == 1)
+
+        check.healthy = False
+        await h.until(lambda: h.status(app_health.INDICATOR) is HealthStatus.DOWN)
+        await h.emit(b"second")
+        await h.until(lambda: h.source.attempts == 2)  # handed to the dispatcher...
+        await anyio.sleep(0.3)
+        assert [e.data for e in app.events] == [b"first"]  # ...which holds it back
+        assert h.health.status(Probe.READINESS) is HealthStatus.DOWN
+
+        check.healthy = True
+        await h.until(lambda: len(h.source.processed) == 2)
+    assert [e.data for e in app.events] == [b"first", b"second"]
+    assert h.source.attempts == 2  # waited, not failed and redelivered
 
 
 # -- not processed ---------------------------------------------------------------------------
@@ -491,7 +561,7 @@ async def test_drain_deadline_cancels_what_is_left() -> None:
 # -- the client's translation ----------------------------------------------------------------
 
 
-def test_state_item_conversion() -> None:
+def test_reply_conversion(caplog: pytest.LogCaptureFixture) -> None:
     item = common_pb.StateItem(
         key="k",
         value=b"v",
@@ -502,7 +572,9 @@ def test_state_item_conversion() -> None:
             consistency=common_pb.StateOptionsStateConsistency.CONSISTENCY_STRONG,
         ),
     )
-    request = to_set_request(item)
+    plain = common_pb.StateItem(key="k", etag=common_pb.Etag(value=""))
+    reply = to_reply(pb.BindingEventResponse(store_name="s", states=[item, plain], to=["", "o"]))
+    request, second = reply.states
     assert (request.key, request.value, request.etag, dict(request.metadata)) == (
         "k",
         b"v",
@@ -511,17 +583,18 @@ def test_state_item_conversion() -> None:
     )
     assert request.concurrency is Concurrency.FIRST_WRITE
     assert request.consistency is Consistency.STRONG
-    plain = to_set_request(common_pb.StateItem(key="k", etag=common_pb.Etag(value="")))
-    assert (plain.etag, plain.concurrency) == (None, Concurrency.LAST_WRITE)
-    with pytest.raises(InvalidArgument):
-        to_set_request(
-            common_pb.StateItem(
-                key="k",
-                options=common_pb.StateOptions(
-                    concurrency=common_pb.StateOptionsStateConcurrency(7)  # type: ignore[call-arg]
-                ),
-            )
-        )
+    assert (second.etag, second.concurrency) == (None, Concurrency.LAST_WRITE)
+    assert (reply.store_name, list(reply.to), reply.parallel) == ("s", ["o"], False)
+    # Options the sidecar cannot read: the states are not saved (logged), the rest stands.
+    unreadable = common_pb.StateItem(
+        key="k",
+        options=common_pb.StateOptions(
+            concurrency=common_pb.StateOptionsStateConcurrency(7)  # type: ignore[call-arg]
+        ),
+    )
+    reply = to_reply(pb.BindingEventResponse(states=[unreadable], to=["o"], data=b"d"))
+    assert (list(reply.states), list(reply.to), reply.data) == ([], ["o"], b"d")
+    assert "states[0].options.concurrency" in caplog.text
 
 
 # -- wired into the runtime ------------------------------------------------------------------

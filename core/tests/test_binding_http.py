@@ -30,6 +30,7 @@ from layotto.plugin import (
     BindingRequest,
     ComponentContext,
     ComponentError,
+    InvalidArgument,
     Kind,
 )
 from layotto.testing.runtime import run_sidecar
@@ -194,6 +195,17 @@ async def test_security_token_header(server_url: str) -> None:
     ) as component:
         response = await call(component, "get")
     assert headers_of(json.loads(response.data))["x-token"] == "s3cret"
+
+
+async def test_a_token_http_cannot_carry_is_not_quoted_back(server_url: str) -> None:
+    """A token read from a secret file with its trailing newline: the call fails, and the
+    answer does not repeat the token to the caller."""
+    async with binding(
+        url=server_url, securityToken="s3cret\n", securityTokenHeader="X-Token"
+    ) as component:
+        with pytest.raises(InvalidArgument) as refused:
+            await call(component, "get")
+    assert "s3cret" not in refused.value.message
 
 
 async def test_response_metadata_has_status_and_canonical_headers(server_url: str) -> None:

@@ -493,15 +493,17 @@ def _mappings(parent: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]
 
 def find_grpc_config(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The `grpc_config` object, wherever a Layotto config keeps it, or None if not Layotto."""
-    if isinstance(data.get("grpc_config"), dict):
-        return data["grpc_config"]  # type: ignore[no-any-return]
+    found = data.get("grpc_config")
+    if isinstance(found, dict):
+        return found
     for server in _mappings(data, "servers"):
         for listener in _mappings(server, "listeners"):
             for chain in _mappings(listener, "filter_chains"):
                 for flt in _mappings(chain, "filters"):
                     config = flt.get("config")
-                    if isinstance(config, dict) and isinstance(config.get("grpc_config"), dict):
-                        return config["grpc_config"]  # type: ignore[no-any-return]
+                    found = config.get("grpc_config") if isinstance(config, dict) else None
+                    if isinstance(found, dict):
+                        return found
     if "components" not in data and (
         set(data) & (set(LAYOTTO_SECTIONS) | LAYOTTO_UNSUPPORTED_SECTIONS)
         or (isinstance(data.get("app"), dict) and "app_id" in data["app"])

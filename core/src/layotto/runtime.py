@@ -14,13 +14,14 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from grpclib.client import Channel
 
 from layotto.actors.api_server import ApiServer
+from layotto.actors.app_health import AppHealth
 from layotto.actors.base import Actor
 from layotto.actors.binding_dispatcher import BindingDispatcher
 from layotto.actors.config_watchers import ConfigWatchers
@@ -28,13 +29,15 @@ from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
-from layotto.api.app_callback import AppCallbackClient, app_call_metadata
+from layotto.api.app_callback import AppCallbackClient
+from layotto.api.app_connection import AppConnection
 from layotto.api.binding_callback import BindingCallbackClient
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices, SidecarControl, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
 from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
+from layotto.errors import BackendUnavailable
 from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
 from layotto.plugin.rpc import RpcRequest, RpcResponse
@@ -65,6 +68,7 @@ class Runtime:
     http_port: int | None = None
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
+    app_health: AppHealth | None = None  # set while serving, with an app port
     dispatcher: PubSubDispatcher | None = None  # set while serving, with an app port
     # Set while serving, with an app port and input bindings configured.
     binding_dispatcher: BindingDispatcher | None = None
@@ -132,28 +136,28 @@ class Runtime:
             "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False},
         }
         if self.config.app.port:
-            body["appConnectionProperties"] = {
+            app: dict[str, Any] = {
                 "port": self.config.app.port,
                 "protocol": "grpc",
                 "channelAddress": self.config.app.host,
             }
+            health = self.app_health.metadata() if self.app_health else None
+            if health:
+                app["health"] = health
+            body["appConnectionProperties"] = app
         return body
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         planned = plan(config, self.catalog)  # validated, no I/O: secrets are read at start
-        app_channel: Channel | None = None
+        # The one connection to the app, for every caller (callbacks, health, invocation).
+        connection: AppConnection | None = None
         local_app: LocalApp | None = None
         if config.app.port:
-            # Invocations addressed to our own app id go to the app's Dapr OnInvoke.
-            from layotto.builtin.rpc_grpc import call_app_on_invoke
-
-            app_channel = Channel(config.app.host, config.app.port)
-            channel = app_channel
-
-            async def local_app(request: RpcRequest) -> RpcResponse:
-                return await call_app_on_invoke(channel, request, api_token=config.app.api_token)
-
+            connection = AppConnection(
+                config.app.host, config.app.port, api_token=config.app.api_token
+            )
+            local_app = partial(self._invoke_app, connection)
         try:
             await self.components.start_planned(planned)
             gate = CallGate()
@@ -179,17 +183,31 @@ class Runtime:
             async with sequencer.running(), watchers.running():
                 self.config_watchers = watchers
                 try:
-                    await self._serve_api(services, gate, task_status)
+                    await self._serve_api(services, gate, connection, task_status)
                 finally:
                     self.config_watchers = None
         finally:
-            if app_channel is not None:
-                app_channel.close()
+            if connection is not None:
+                connection.close()
             await self.components.close()
         log.info("layotto stopped")
 
+    async def _invoke_app(self, connection: AppConnection, request: RpcRequest) -> RpcResponse:
+        """An invocation addressed to our own app id: the app's Dapr OnInvoke. Refused at once
+        while the app fails its health checks, as daprd short-circuits it."""
+        # A component module (`rpc.grpc`): loaded only when there is an app to invoke.
+        from layotto.builtin.rpc_grpc import call_app_on_invoke
+
+        if self.app_health is not None and self.app_health.refuses_calls:
+            raise BackendUnavailable("app is not in a healthy state", reason="ERR_DIRECT_INVOKE")
+        return await call_app_on_invoke(connection.channel, request, metadata=connection.metadata)
+
     async def _serve_api(
-        self, services: ApiServices, gate: CallGate, task_status: TaskStatus[None]
+        self,
+        services: ApiServices,
+        gate: CallGate,
+        connection: AppConnection | None,
+        task_status: TaskStatus[None],
     ) -> None:
         """Actors up, readiness UP, then wait for shutdown: readiness DOWN, drain, stop."""
         config = self.config
@@ -229,45 +247,41 @@ class Runtime:
         checker = HealthAggregator(self.health, self.components)
         supervisor = Supervisor(self.health)
         actors: list[Actor] = [http, checker, api]
-        app_client: AppCallbackClient | None = None
-        if config.app.port:
-            app_client = AppCallbackClient(
-                config.app.host,
-                config.app.port,
-                protocol=config.app.protocol,
-                api_token=config.app.api_token,
-                delivery_timeout=config.pubsub.app_timeout,
-            )
+        if connection is not None:
+            # One health prober per runtime, started before (and stopped after) the
+            # dispatchers it gates; invocations of the app consult it too.
+            self.app_health = AppHealth(connection, self.health)
+            actors.append(self.app_health)
             self.dispatcher = PubSubDispatcher(
-                services.pubsub, app_client, self.health, grace_period=config.server.grace_period
-            )
-            actors.append(self.dispatcher)
-        binding_client: BindingCallbackClient | None = None
-        if config.app.port and config.app.protocol != "layotto" and services.bindings.inputs():
-            # Input bindings call the app's Dapr OnBindingEvent (Layotto's AppCallback has none).
-            binding_client = BindingCallbackClient(
-                config.app.host,
-                config.app.port,
-                metadata=app_call_metadata(config.app.api_token),
-                event_timeout=config.pubsub.app_timeout,
-            )
-            self.binding_dispatcher = BindingDispatcher(
-                services.bindings,
-                services.dapr_state,
-                binding_client,
+                services.pubsub,
+                AppCallbackClient(
+                    connection,
+                    protocol=config.app.protocol,
+                    delivery_timeout=config.pubsub.app_timeout,
+                ),
                 self.health,
+                self.app_health,
                 grace_period=config.server.grace_period,
             )
-            actors.append(self.binding_dispatcher)
+            actors.append(self.dispatcher)
+            if config.app.protocol != "layotto" and services.bindings.inputs():
+                # Input bindings call the app's Dapr OnBindingEvent (Layotto's AppCallback
+                # has none).
+                self.binding_dispatcher = BindingDispatcher(
+                    services.bindings,
+                    services.dapr_state,
+                    BindingCallbackClient(connection, event_timeout=config.pubsub.app_timeout),
+                    self.health,
+                    self.app_health,
+                    grace_period=config.server.grace_period,
+                )
+                actors.append(self.binding_dispatcher)
         try:
             await self._run_actors(supervisor, actors, (api, http), gate, task_status)
         finally:
+            self.app_health = None
             self.dispatcher = None
             self.binding_dispatcher = None
-            if app_client is not None:
-                app_client.close()
-            if binding_client is not None:
-                binding_client.close()
 
     async def _run_actors(
         self,

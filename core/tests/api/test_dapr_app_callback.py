@@ -17,7 +17,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Server
+from layotto._proto.dapr.proto.common import v1 as common
 from layotto._proto.dapr.proto.runtime import v1 as dapr
+from layotto._proto.google.protobuf import Any as PbAny
 from layotto._proto.google.protobuf import Empty
 from layotto.actors import app_health
 from layotto.actors.pubsub_dispatcher import APP_INDICATOR
@@ -38,6 +40,7 @@ LIST = "/dapr.proto.runtime.v1.AppCallback/ListTopicSubscriptions"
 ON_EVENT = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent"
 ON_BULK = "/dapr.proto.runtime.v1.AppCallback/OnBulkTopicEvent"
 ON_BULK_ALPHA = "/dapr.proto.runtime.v1.AppCallbackAlpha/OnBulkTopicEventAlpha1"
+ON_INVOKE = "/dapr.proto.runtime.v1.AppCallback/OnInvoke"
 HEALTH = "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck"
 Status_ = dapr.TopicEventResponseTopicEventResponseStatus
 
@@ -148,6 +151,9 @@ class DaprApp(dapr.AppCallbackBase):
 
     def on(self, topic: str) -> list[dapr.TopicEventRequest]:
         return [e for e in self.events if e.topic == topic]
+
+    async def on_invoke(self, message: common.InvokeRequest) -> common.InvokeResponse:
+        return common.InvokeResponse(data=PbAny(value=b"echo:" + message.method.encode()))
 
 
 class Health(dapr.AppCallbackHealthCheckBase):
@@ -626,11 +632,77 @@ async def test_health_check_gates_subscribing_and_pauses_deliveries(
 async def test_an_app_without_health_check_is_not_gated() -> None:
     recorder = Recorder()
     app = DaprApp([subscription("nh")], recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve(Recorded(app, recorder)) as port, sidecar_for(port, id="me") as sc:
         await wait_until_ready(sc)
         await send(sc, "nh", 1)
         await recorder.wait(lambda: len(app.events) == 1)
         assert sc.runtime.health.get(app_health.INDICATOR) is None
+        assert await invoke(sc, "me", "m") == b"echo:m"
+        assert "health" not in sc.runtime.dapr_metadata()["appConnectionProperties"]
+
+
+async def invoke(sidecar: Sidecar, app_id: str, method: str) -> bytes:
+    channel = sidecar.channel()
+    try:
+        reply = await dapr.DaprStub(channel, timeout=10).invoke_service(
+            dapr.InvokeServiceRequest(id=app_id, message=common.InvokeRequest(method=method))
+        )
+    finally:
+        channel.close()
+    return reply.data.value if reply.data is not None else b""
+
+
+async def test_an_unhealthy_app_is_not_invoked_and_metadata_shows_the_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one AppHealth gates invocation of the sidecar's own app too: while the app fails
+    its checks, InvokeService for its id answers UNAVAILABLE at once (over HTTP, daprd's 500
+    ERR_DIRECT_INVOKE) without calling it; the checks' timings are in Dapr's metadata."""
+    monkeypatch.setattr(app_health, "PROBE_INTERVAL_SECONDS", 0.05)
+    recorder = Recorder()
+    app = DaprApp([], recorder)
+    health = Health()
+    async with (
+        serve(Recorded(app, recorder), Recorded(health, recorder)) as port,
+        sidecar_for(port, id="me") as sc,
+        httpx.AsyncClient(base_url=sc.http_url, timeout=10) as http,
+    ):
+        await wait_until_ready(sc)
+        assert await invoke(sc, "me", "first") == b"echo:first"
+        body = (await http.get("/v1.0/metadata")).json()
+        assert body["appConnectionProperties"]["health"] == {
+            "healthProbeInterval": "50ms",
+            "healthProbeTimeout": "500ms",
+            "healthThreshold": 3,
+        }
+        channel = sc.channel()
+        try:
+            reply = await dapr.DaprStub(channel, timeout=10).get_metadata(dapr.GetMetadataRequest())
+        finally:
+            channel.close()
+        assert reply.app_connection_properties is not None
+        props = reply.app_connection_properties.health
+        assert props is not None
+        assert (props.health_probe_interval, props.health_threshold) == ("50ms", 3)
+        assert props.health_check_path == ""  # daprd shows it for HTTP apps only
+
+        health.healthy = False
+        await until(lambda: sc.runtime.health.status(Probe.READINESS) is HealthStatus.DOWN)
+        started = anyio.current_time()
+        with pytest.raises(GRPCError) as refused:
+            await invoke(sc, "me", "second")
+        assert refused.value.status is Status.UNAVAILABLE
+        assert "healthy" in (refused.value.message or "")
+        answer = await http.post("/v1.0/invoke/me/method/third", content=b"x")
+        assert answer.status_code == 500
+        assert answer.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+        assert anyio.current_time() - started < 1.0
+
+        health.healthy = True
+        await until(lambda: sc.runtime.health.status(Probe.READINESS) is HealthStatus.UP)
+        assert await invoke(sc, "me", "fourth") == b"echo:fourth"
+    invoked = [meta for path, meta in recorder.calls if path == ON_INVOKE]
+    assert len(invoked) == 2  # first and fourth: the others never reached the app
 
 
 async def test_shutdown_is_not_held_by_deliveries_paused_for_an_unhealthy_app(

@@ -1,16 +1,17 @@
 """The parts of the Dapr app channel that need no app: the bulk `Batcher` (how concurrent
 deliveries become batches, how each entry settles), `AppHealth` (startup gate, threshold,
-pause and resume) and subscription routing."""
+pause and resume, refused calls, Dapr's metadata) and subscription routing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import pytest
 from layotto._proto.dapr.proto.runtime import v1 as dapr
-from layotto.actors.app_health import INDICATOR, AppHealth
-from layotto.api.app_channel import AppHealthProbe
+from layotto.actors.app_health import INDICATOR, AppHealth, go_duration
+from layotto.api.app_channel import delivery_errors
+from layotto.api.app_connection import AppHealthProbe
 from layotto.api.dapr_app_callback import event_headers, to_subscription
 from layotto.errors import Unsupported
 from layotto.health import HealthRegistry
@@ -141,11 +142,18 @@ async def test_a_cancelled_leader_releases_its_followers_without_a_verdict() -> 
 
 
 class Probes:
+    """The app, answering its health checks with `answers` in order (the last one for ever)."""
+
     def __init__(self, *answers: AppHealthProbe) -> None:
         self.answers = list(answers)
         self.asked = 0
+        self.listening = anyio.Event()
+        self.listening.set()
 
-    async def __call__(self, within: float) -> AppHealthProbe:
+    async def wait_until_listening(self) -> None:
+        await self.listening.wait()
+
+    async def check_health(self, within: float) -> AppHealthProbe:
         self.asked += 1
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
@@ -239,6 +247,73 @@ async def test_release_lets_paused_deliveries_give_up() -> None:
         await anyio.sleep(0.02)
         monitor.release()
     assert outcome == ["gave up"]
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(500):  # polls a plain attribute: there is no event to wait on
+        if check():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_run_settles_and_calls_are_refused_only_while_unhealthy() -> None:
+    registry = HealthRegistry()
+    probes = Probes(AppHealthProbe.UNHEALTHY)
+    probes.listening = anyio.Event()
+    monitor = quick(probes, registry)
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        await anyio.sleep(0.05)
+        assert probes.asked == 0  # not listening yet: not probed, nothing refused
+        assert not monitor.refuses_calls
+        assert monitor.metadata() is None
+        probes.listening.set()
+        await until(lambda: monitor.refuses_calls)  # the app answers, unhealthy: not started
+        probes.answers = [AppHealthProbe.HEALTHY]
+        with anyio.fail_after(5):
+            await monitor.wait_settled()
+        assert not monitor.refuses_calls
+        assert monitor.metadata() == {
+            "healthProbeInterval": "10ms",
+            "healthProbeTimeout": "500ms",
+            "healthThreshold": 3,
+        }
+        probes.answers = [AppHealthProbe.UNHEALTHY]
+        await until(lambda: monitor.refuses_calls)
+        with anyio.fail_after(5):
+            await monitor.stop()
+    assert registry.get(INDICATOR) is None
+
+
+async def test_an_app_without_health_check_settles_and_is_never_refused() -> None:
+    registry = HealthRegistry()
+    monitor = quick(Probes(AppHealthProbe.UNHEALTHY, AppHealthProbe.NOT_OFFERED), registry)
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        with anyio.fail_after(5):
+            await monitor.wait_settled()
+        assert not monitor.refuses_calls
+        assert monitor.metadata() is None
+        await monitor.wait_deliverable()
+        await monitor.stop()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(5, "5s"), (0.5, "500ms"), (1.5, "1.5s"), (60, "1m0s"), (90.25, "1m30.25s"), (3600, "1h0m0s")],
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+
+
+def test_a_slow_app_is_a_failed_delivery_not_an_unreachable_one() -> None:
+    """grpclib's deadline raises TimeoutError, an OSError: it must use up a retry (so
+    maxRetries and dead letters apply), not be waited out as an app that cannot be reached."""
+    with pytest.raises(TimeoutError), delivery_errors("OnTopicEvent"):
+        raise TimeoutError
+    with pytest.raises(AppUnavailable), delivery_errors("OnTopicEvent"):
+        raise ConnectionRefusedError
 
 
 # -- subscriptions and routing -------------------------------------------------------------

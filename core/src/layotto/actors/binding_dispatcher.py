@@ -1,42 +1,44 @@
 """BindingDispatcher: input binding events to the app's Dapr `OnBindingEvent` (dapr-compat.md
 1.4, 2.7, 3.6).
 
-At startup it waits for the app's callback port and asks `ListInputBindings` once. For every
-listed name that is configured as an input binding it runs `component.read(handler)`, reading
-again with capped, jittered backoff when `read` raises. A listed name that is not configured is
-warned about (once: the list is asked once). Readiness waits for the list
-(`app_input_bindings` is INIT until then); each running binding has an indicator
-(`input_binding:<name>`), DOWN while its `read` is failing.
+Once the app passed its first health check (or offers none: the runtime's `AppHealth`), it asks
+`ListInputBindings` once. For every listed name that is configured as an input binding it runs
+`component.read(handler)`, reading again with capped, jittered backoff when `read` raises. A
+listed name that is not configured is warned about (once: the list is asked once). Readiness
+waits for the list (`app_input_bindings` is INIT until then); each running binding has an
+indicator (`input_binding:<name>`), DOWN while its `read` is failing.
 
 The handler delivers one event and returns only once the app processed it, so the component
-marks nothing processed before that (at-least-once). The app's reply is then carried out
-before the handler returns: `states` are saved into `store_name` through the Dapr-flavoured
-state service, and `data` goes to each output binding in `to` (operation `create`), one after
-the other (SEQUENTIAL) or all at once (PARALLEL). A failure the backend may recover from
-(unavailable, timed out, exhausted) raises, so the event is redelivered; a failure that a
-redelivery cannot fix (an unknown store or binding, a bad request, an ETag mismatch) is logged
-and the event counts as processed (the app did process it).
+marks nothing processed before that (at-least-once). While the app fails its health checks,
+events wait before they are delivered. The app's reply is then carried out before the handler
+returns: `states` are saved into `store_name` through the Dapr-flavoured state service, and
+`data` goes to each output binding in `to` (operation `create`), one after the other
+(SEQUENTIAL) or all at once (PARALLEL). A failure the backend may recover from (unavailable,
+timed out, exhausted) raises, so the event is redelivered; a failure that a redelivery cannot
+fix (an unknown store or binding, a bad request, an ETag mismatch) is logged and the event
+counts as processed (the app did process it).
 
-Shutdown: `begin_drain()` stops deliveries from starting (new events wait until reading is
-cancelled, unprocessed); `stop()` lets in-flight deliveries finish until the grace deadline,
-then cancels every `read`.
+Shutdown (`AppDispatcher`): new events wait, unprocessed, until reading is cancelled; in-flight
+deliveries finish until the grace deadline, then every `read` is cancelled.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup
 
+from layotto.actors.app_dispatcher import READINESS, AppDispatcher
+from layotto.actors.app_health import AppHealth
 from layotto.api.binding_callback import BindingCallbackClient, BindingReply
 from layotto.backoff import backoff_delay
 from layotto.errors import ErrorCategory, LayottoError
-from layotto.health import HealthRegistry, Probe
+from layotto.health import HealthRegistry
 from layotto.plugin import BindingEvent, Health, HealthStatus, InputBinding
 from layotto.services.bindings import BindingService
 from layotto.services.state import StateService
@@ -44,7 +46,6 @@ from layotto.services.state import StateService
 log = logging.getLogger(__name__)
 
 APP_INDICATOR = "app_input_bindings"
-READINESS = frozenset({Probe.READINESS})
 FORWARD_OPERATION = "create"
 # Failures a redelivery of the event may get past; anything else is the reply's own fault.
 TRANSIENT = frozenset(
@@ -70,8 +71,9 @@ class RestartPolicy:
     healthy_after: float = 30.0
 
 
-class BindingDispatcher:
+class BindingDispatcher(AppDispatcher):
     name = "binding_dispatcher"
+    indicator = APP_INDICATOR
 
     def __init__(
         self,
@@ -79,89 +81,52 @@ class BindingDispatcher:
         state: StateService,
         app: BindingCallbackClient,
         health: HealthRegistry,
+        app_health: AppHealth,
         *,
         grace_period: float,
         restart: RestartPolicy | None = None,
     ) -> None:
+        super().__init__(health, app_health, grace_period=grace_period)
         self._bindings = bindings
         self._state = state
         self._app = app
-        self._health = health
-        self._grace = grace_period
         self._restart = restart or RestartPolicy()
         self._reading: list[str] = []
         self._in_flight = 0
         self._idle = anyio.Event()
-        self._stop = anyio.Event()
-        self._done = anyio.Event()
-        self._done.set()  # not running yet: nothing to wait for
-        self._deadline = math.inf
 
     @property
     def reading(self) -> list[str]:
         """The input bindings being read for the app."""
         return list(self._reading)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._stop = anyio.Event()
-        self._done = anyio.Event()
-        self._health.set(
-            APP_INDICATOR, Health(HealthStatus.INIT, {"reason": "waiting for the app"}), READINESS
-        )
-        task_status.started()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_stop, tg.cancel_scope)
-                await self._app.wait_until_listening()
-                names = await self._app.list_input_bindings()
-                log.info(
-                    "the app asks for %d input binding(s)", len(names), extra={"bindings": names}
+    async def _start(self, tg: TaskGroup) -> Mapping[str, Any]:
+        names = await self._app.list_input_bindings()
+        log.info("the app asks for %d input binding(s)", len(names), extra={"bindings": names})
+        configured = self._bindings.inputs()
+        self._reading = []
+        for name in names:
+            component = configured.get(name)
+            if component is None:
+                log.warning(
+                    "the app lists input binding %r, but no input binding of that name is "
+                    "configured: it gets no events from it",
+                    name,
                 )
-                configured = self._bindings.inputs()
-                self._reading = []
-                for name in names:
-                    component = configured.get(name)
-                    if component is None:
-                        log.warning(
-                            "the app lists input binding %r, but no input binding of that name "
-                            "is configured: it gets no events from it",
-                            name,
-                        )
-                        continue
-                    self._reading.append(name)
-                    self._health.set(binding_indicator(name), Health(HealthStatus.INIT), READINESS)
-                    tg.start_soon(self._read_loop, name, component)
-                self._health.set(APP_INDICATOR, Health.up(), READINESS)
-                await self._stop.wait()
-                # Drain: no delivery starts any more; in-flight ones until the deadline.
-                with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
-                    while self._in_flight:
-                        self._idle = anyio.Event()
-                        await self._idle.wait()
-                tg.cancel_scope.cancel()
-        finally:
-            for name in self._reading:
-                self._health.remove(binding_indicator(name))
-            self._health.remove(APP_INDICATOR)
-            self._done.set()
+                continue
+            self._reading.append(name)
+            self._health.set(binding_indicator(name), Health(HealthStatus.INIT), READINESS)
+            tg.start_soon(self._read_loop, name, component)
+        return {}
 
-    def begin_drain(self, grace: float | None = None) -> None:
-        """Start no delivery from now on; in-flight ones get until `grace` seconds from now."""
-        if self._stop.is_set():
-            return
-        self._deadline = anyio.current_time() + (self._grace if grace is None else grace)
-        self._stop.set()
+    async def _drain(self) -> None:
+        while self._in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
-    async def stop(self) -> None:
-        self.begin_drain()
-        with anyio.CancelScope(shield=True):
-            await self._done.wait()
-
-    async def _watch_stop(self, scope: anyio.CancelScope) -> None:
-        # Stopping before the bindings are known (the app never came up): just cancel.
-        await self._stop.wait()
-        if not self._reading:
-            scope.cancel()
+    def _forget(self) -> None:
+        for name in self._reading:
+            self._health.remove(binding_indicator(name))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -197,6 +162,9 @@ class BindingDispatcher:
 
     async def _handle(self, name: str, event: BindingEvent) -> bytes | None:
         """Deliver one event and carry out the app's reply; raise when it was not processed."""
+        # Held back while the app is unhealthy; once released (shutdown) this raises: the
+        # event stays unprocessed.
+        await self._app_health.wait_deliverable()
         if self._stop.is_set():
             # Draining: the event stays unprocessed; reading is cancelled shortly.
             await anyio.sleep_forever()

@@ -4,8 +4,8 @@
 API the app speaks (`app.protocol`): Layotto's `spec.proto.runtime.v1.AppCallback` (here) or
 Dapr's `dapr.proto.runtime.v1.AppCallback` (`dapr_app_callback`). With `auto` it asks Dapr's
 `ListTopicSubscriptions` first and Layotto's when that is UNIMPLEMENTED (the service is not
-served); the surface that answered delivers. Every call carries the app token
-(`app_call_metadata`, Dapr's APP_API_TOKEN as `dapr-api-token`).
+served); the surface that answered delivers. Both share the app connection
+(`app_connection`), so every call carries the app token.
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
-from layotto.api.app_channel import (
-    LIST_TIMEOUT_SECONDS,
-    AppConnection,
-    AppHealthProbe,
-    AppSubscription,
-    app_call_metadata,
-    call_unary,
-    delivery_errors,
-)
+from layotto.api.app_channel import AppSubscription, delivery_errors
 from layotto.api.app_channel import to_status as _to_status
+from layotto.api.app_connection import AppConnection
 from layotto.api.dapr_app_callback import DaprAppChannel
 from layotto.errors import Unsupported
 from layotto.services.cloudevents import EventStatus, TopicEvent
@@ -35,7 +27,6 @@ __all__ = [
     "AppCallbackClient",
     "AppSubscription",
     "LayottoAppChannel",
-    "app_call_metadata",
     "to_status",
     "to_topic_event_request",
 ]
@@ -78,17 +69,8 @@ class LayottoAppChannel:
 
     async def ask_subscriptions(self) -> list[AppSubscription] | None:
         """The app's subscriptions; None when it does not serve Layotto's AppCallback."""
-        connection = self._connection
-        response = await connection.ask(
-            lambda: call_unary(
-                connection.channel,
-                LIST_PATH,
-                Empty(),
-                pb.ListTopicSubscriptionsResponse,
-                within=LIST_TIMEOUT_SECONDS,
-                metadata=connection.metadata,
-            ),
-            "ListTopicSubscriptions (Layotto)",
+        response = await self._connection.ask(
+            LIST_PATH, pb.ListTopicSubscriptionsResponse, "ListTopicSubscriptions (Layotto)"
         )
         if response is None:
             return None
@@ -99,13 +81,11 @@ class LayottoAppChannel:
 
     async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
         with delivery_errors("OnTopicEvent"):
-            response = await call_unary(
-                self._connection.channel,
+            response = await self._connection.call(
                 ON_TOPIC_EVENT_PATH,
                 to_topic_event_request(event),
                 pb.TopicEventResponse,
                 within=self._timeout,
-                metadata=self._connection.metadata,
             )
         return to_status(response)
 
@@ -129,45 +109,26 @@ class LayottoAppChannel:
 
 
 class AppCallbackClient:
-    """The app's callback service over one connection, through the surface the app serves."""
+    """The app's callback service, through the surface the app serves, over the shared
+    connection (which the runtime owns and closes)."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        connection: AppConnection,
         *,
         protocol: AppProtocol = "auto",
-        api_token: str | None = None,
         delivery_timeout: float = 60.0,
     ) -> None:
-        self._connection = AppConnection(host, port, api_token=api_token)
         self._protocol = protocol
-        self._layotto = LayottoAppChannel(self._connection, delivery_timeout=delivery_timeout)
-        self._dapr = DaprAppChannel(self._connection, delivery_timeout=delivery_timeout)
+        self._layotto = LayottoAppChannel(connection, delivery_timeout=delivery_timeout)
+        self._dapr = DaprAppChannel(connection, delivery_timeout=delivery_timeout)
         self._selected: LayottoAppChannel | DaprAppChannel = (
             self._layotto if protocol == "layotto" else self._dapr
         )
 
     @property
-    def host(self) -> str:
-        return self._connection.host
-
-    @property
-    def port(self) -> int:
-        return self._connection.port
-
-    @property
     def surface(self) -> str:
         return self._selected.surface
-
-    def close(self) -> None:
-        self._connection.close()
-
-    async def wait_until_listening(self) -> None:
-        await self._connection.wait_until_listening()
-
-    async def check_health(self, within: float) -> AppHealthProbe:
-        return await self._connection.check_health(within)
 
     async def list_subscriptions(self) -> list[AppSubscription]:
         """The app's subscriptions (UNIMPLEMENTED means none); with `auto`, also picks the

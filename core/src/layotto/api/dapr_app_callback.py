@@ -16,19 +16,17 @@ from grpclib import GRPCError
 from grpclib.const import Status
 
 from layotto._proto.dapr.proto.runtime import v1 as dapr
-from layotto._proto.google.protobuf import Empty, Struct
+from layotto._proto.google.protobuf import Struct
 from layotto.api.app_channel import (
     DEFAULT_BULK_MAX_AWAIT_MS,
     DEFAULT_BULK_MAX_MESSAGES,
-    LIST_TIMEOUT_SECONDS,
-    AppConnection,
     AppSubscription,
     BulkSubscribe,
-    call_unary,
     compile_rule,
     delivery_errors,
     to_status,
 )
+from layotto.api.app_connection import AppConnection
 from layotto.plugin import RAW_PAYLOAD_METADATA
 from layotto.services.cloudevents import EventStatus, TopicEvent
 
@@ -158,17 +156,8 @@ class DaprAppChannel:
 
     async def ask_subscriptions(self) -> list[AppSubscription] | None:
         """The app's subscriptions; None when it does not serve Dapr's AppCallback."""
-        connection = self._connection
-        response = await connection.ask(
-            lambda: call_unary(
-                connection.channel,
-                LIST_PATH,
-                Empty(),
-                dapr.ListTopicSubscriptionsResponse,
-                within=LIST_TIMEOUT_SECONDS,
-                metadata=connection.metadata,
-            ),
-            "ListTopicSubscriptions (Dapr)",
+        response = await self._connection.ask(
+            LIST_PATH, dapr.ListTopicSubscriptionsResponse, "ListTopicSubscriptions (Dapr)"
         )
         if response is None:
             return None
@@ -184,8 +173,7 @@ class DaprAppChannel:
             _log_unrouted(event, subscription)
             return EventStatus.DROP
         with delivery_errors("OnTopicEvent"):
-            response = await call_unary(
-                self._connection.channel,
+            response = await self._connection.call(
                 ON_TOPIC_EVENT_PATH,
                 to_topic_event_request(event, path),
                 dapr.TopicEventResponse,
@@ -239,13 +227,8 @@ class DaprAppChannel:
     async def _bulk_call(
         self, path: str, request: dapr.TopicEventBulkRequest
     ) -> dapr.TopicEventBulkResponse:
-        return await call_unary(
-            self._connection.channel,
-            path,
-            request,
-            dapr.TopicEventBulkResponse,
-            within=self._timeout,
-            metadata=self._connection.metadata,
+        return await self._connection.call(
+            path, request, dapr.TopicEventBulkResponse, within=self._timeout
         )
 
 

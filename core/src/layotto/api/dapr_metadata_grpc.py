@@ -80,11 +80,20 @@ def _app_connection(body: Mapping[str, Any]) -> pb.AppConnectionProperties | Non
     props = body.get("appConnectionProperties")
     if not props:
         return None
+    health = props.get("health")
     return pb.AppConnectionProperties(
         port=int(props.get("port", 0)),
         protocol=str(props.get("protocol", "")),
         channel_address=str(props.get("channelAddress", "")),
         max_concurrency=int(props.get("maxConcurrency", 0)),
+        health=pb.AppConnectionHealthProperties(
+            health_check_path=str(health.get("healthCheckPath", "")),
+            health_probe_interval=str(health.get("healthProbeInterval", "")),
+            health_probe_timeout=str(health.get("healthProbeTimeout", "")),
+            health_threshold=int(health.get("healthThreshold", 0)),
+        )
+        if health
+        else None,
     )
 
 

@@ -320,8 +320,13 @@ class HttpBinding(OutputBinding):
             raise BackendUnavailable(
                 f"{self.what}: the connection closed before a complete answer"
             ) from None
-        except httpx.LocalProtocolError as err:
-            raise InvalidArgument(f"{self.what}: the request cannot be sent: {err}") from None
+        except httpx.LocalProtocolError:
+            # Not the error's text: it quotes the offending header, which may be the
+            # configured securityToken (a trailing newline from a secret file, say).
+            raise InvalidArgument(
+                f"{self.what}: the request cannot be sent: a header name or value is not "
+                "valid in HTTP"
+            ) from None
         except httpx.HTTPError as err:
             what = type(err).__name__
             raise ComponentError(f"{self.what}: the request failed ({what})") from None

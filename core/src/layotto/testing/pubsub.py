@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from grpclib.client import Channel
@@ -22,6 +22,7 @@ from grpclib.server import Server
 
 from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
+from layotto.api.app_connection import isolated
 from layotto.services.cloudevents import EventStatus, TopicEvent
 
 log = logging.getLogger(__name__)
@@ -31,33 +32,6 @@ Handler = Callable[[TopicEvent], Awaitable[EventStatus]]
 PUBLISH_PATH = "/spec.proto.runtime.v1.Runtime/PublishEvent"
 SUBSCRIBE_PATH = "/spec.proto.runtime.v1.Runtime/SubscribeTopicEvents"
 MESSAGE_ID_HEADER = "message-id"
-
-
-T = TypeVar("T")
-
-
-async def isolated(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a grpclib client call in a task of its own and return (or raise) its result here.
-
-    grpclib wakes the tasks waiting on a stream by cancelling them (`grpclib.utils.Wrapper`),
-    and after an error such a cancel can arrive late, at the caller's next await, where it
-    breaks the caller's anyio cancel scopes. A throwaway task absorbs it."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    async def run() -> None:
-        try:
-            outcome.append(await call())
-        except Exception as err:
-            failure.append(err)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-    if failure:
-        raise failure[0]
-    if not outcome:
-        raise RuntimeError("the call was cancelled")
-    return outcome[0]
 
 
 def event_from_pb(request: pb.TopicEventRequest) -> TopicEvent:

@@ -34,8 +34,6 @@ from layotto.plugin import (
     BindingHandler,
     BindingRequest,
     BindingResponse,
-    ComponentContext,
-    Health,
     InputBinding,
     InvalidArgument,
     OutputBinding,
@@ -44,7 +42,7 @@ from layotto.plugin.addresses import comma_list
 from layotto.plugin.durations import Duration
 from pydantic import BeforeValidator, Field, model_validator
 
-from layotto_kafka.client import KafkaClient
+from layotto_kafka.client import KafkaComponent
 from layotto_kafka.consumer import KafkaMessage, KafkaSubscription
 from layotto_kafka.settings import KafkaMetadata
 
@@ -53,7 +51,6 @@ log = logging.getLogger("layotto_kafka")
 OPERATIONS = ("create",)
 # Request metadata naming the record key, in the order they are looked at.
 KEY_METADATA = (PARTITION_KEY_METADATA, "__key", "key")
-SUBSCRIBE_TIMEOUT = 30.0
 RETRY_CAP = 10.0
 LANE_BUFFER = 64  # records received per partition ahead of the handler
 CLOSE_TIMEOUT = 10.0  # the consumer's final commit and leave, shielded
@@ -105,29 +102,8 @@ def event_metadata(message: KafkaMessage) -> dict[str, str]:
     return metadata
 
 
-class KafkaBinding(OutputBinding, InputBinding):
-    # Class attributes so that tests may shorten them.
-    subscribe_timeout: float = SUBSCRIBE_TIMEOUT
-
-    def __init__(self, metadata: KafkaBindingMetadata, context: ComponentContext) -> None:
-        self.metadata = metadata
-        self.name = context.name
-        self.app_id = context.app_id
-        self.what = f"binding '{context.name}'"
-        self.client = KafkaClient(metadata, context.app_id, self.what)
-
-    @classmethod
-    def create(cls, metadata: KafkaBindingMetadata, context: ComponentContext) -> KafkaBinding:
-        return cls(metadata, context)
-
-    async def init(self) -> None:
-        await self.client.start()
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    async def check_health(self) -> Health:
-        return await self.client.check_health()
+class KafkaBinding(KafkaComponent[KafkaBindingMetadata], OutputBinding, InputBinding):
+    noun = "binding"
 
     # -- output ----------------------------------------------------------------------------
 

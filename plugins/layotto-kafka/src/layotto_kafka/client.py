@@ -1,8 +1,9 @@
 """What every Kafka component of this plugin shares: one producer per component, the
 reachability probe, the bounded publish, and the consumers (`KafkaSubscription`) it started.
 
-`pubsub.kafka` and `bindings.kafka` are thin faces over a `KafkaClient`: the connection and
-auth metadata (`KafkaMetadata`), the publish path and the at-least-once consumer are the same.
+`pubsub.kafka` and `bindings.kafka` are thin faces over a `KafkaClient` (`KafkaComponent`: the
+lifecycle both share): the connection and auth metadata (`KafkaMetadata`), the publish path and
+the at-least-once consumer are the same.
 
 Publishing. A publish returns once every in-sync replica has the record. It never waits out
 aiokafka's own timeouts when the cluster is gone: before enqueueing (when nothing was heard from
@@ -20,7 +21,7 @@ import logging
 import math
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -28,6 +29,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from layotto.plugin import (
     BackendTimeout,
     BackendUnavailable,
+    ComponentContext,
     ComponentError,
     Health,
     LayottoError,
@@ -48,6 +50,9 @@ DELIVERY_CHECK = 0.5  # while waiting for an ack, probe the cluster this often
 DELIVERY_SLICE = 0.05  # ... and look at the connections this often
 CLOSE_TIMEOUT = 5.0
 CLOSE_PROBE_TIMEOUT = 0.5
+SUBSCRIBE_TIMEOUT = 30.0  # join + assignment + positions
+
+_M = TypeVar("_M", bound=KafkaMetadata)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -300,3 +305,33 @@ def _has_connection(client: Any) -> bool:
     if not isinstance(conns, dict):
         return True
     return any(conn.connected() for conn in conns.values())
+
+
+class KafkaComponent(Generic[_M]):
+    """The lifecycle `pubsub.kafka` and `bindings.kafka` share: one `KafkaClient` over the
+    component's metadata, started by `init`, closed by `close`, asked by `check_health`.
+    `what` ("<noun> '<name>'") names the component in every message."""
+
+    noun: ClassVar[str]
+    # A class attribute so that tests may shorten it.
+    subscribe_timeout: float = SUBSCRIBE_TIMEOUT
+
+    def __init__(self, metadata: _M, context: ComponentContext) -> None:
+        self.metadata = metadata
+        self.name = context.name
+        self.app_id = context.app_id
+        self.what = f"{self.noun} '{context.name}'"
+        self.client = KafkaClient(metadata, context.app_id, self.what)
+
+    @classmethod
+    def create(cls, metadata: _M, context: ComponentContext) -> Self:
+        return cls(metadata, context)
+
+    async def init(self) -> None:
+        await self.client.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def check_health(self) -> Health:
+        return await self.client.check_health()

@@ -124,7 +124,7 @@ class KafkaMessage(Message):
         return self._track.alive
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped (Any)
     def __init__(self, subscription: KafkaSubscription) -> None:
         self._subscription = subscription
 
@@ -326,8 +326,9 @@ class KafkaSubscription(Subscription):
         try:
             if task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                # Waited for, not awaited: its own end is of no interest, and a cancellation
+                # of close() itself must not be swallowed here.
+                await asyncio.wait((task,), timeout=CLOSE_COMMIT_TIMEOUT)
             offsets = self._pending()
             # With no broker reachable the commit cannot succeed: do not wait for it (those
             # messages are redelivered, which at-least-once allows).

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from layotto.plugin import (
     PARTITION_KEY_METADATA,
-    ComponentContext,
-    Health,
     PublishRequest,
     PubSub,
     SubscribeRequest,
     Subscription,
 )
 
-from layotto_kafka.client import KafkaClient
+from layotto_kafka.client import KafkaComponent
 from layotto_kafka.consumer import KafkaSubscription
 from layotto_kafka.settings import KafkaMetadata
 
@@ -26,34 +24,11 @@ KEY_METADATA = "__key"
 # Subscription metadata that overrides the component's consumer group.
 CONSUMER_GROUP_METADATA = "consumerGroup"
 
-SUBSCRIBE_TIMEOUT = 30.0  # join + assignment + positions
-
 __all__ = ["KafkaPubSub", "KafkaSubscription"]
 
 
-class KafkaPubSub(PubSub):
-    # Class attributes so that tests may shorten them.
-    subscribe_timeout: float = SUBSCRIBE_TIMEOUT
-
-    def __init__(self, metadata: KafkaMetadata, context: ComponentContext) -> None:
-        self.metadata = metadata
-        self.name = context.name
-        self.app_id = context.app_id
-        self.what = f"pubsub '{context.name}'"
-        self.client = KafkaClient(metadata, context.app_id, self.what)
-
-    @classmethod
-    def create(cls, metadata: KafkaMetadata, context: ComponentContext) -> KafkaPubSub:
-        return cls(metadata, context)
-
-    async def init(self) -> None:
-        await self.client.start()
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    async def check_health(self) -> Health:
-        return await self.client.check_health()
+class KafkaPubSub(KafkaComponent[KafkaMetadata], PubSub):
+    noun = "pubsub"
 
     async def publish(self, request: PublishRequest) -> None:
         metadata = request.metadata

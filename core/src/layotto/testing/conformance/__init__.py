@@ -1,4 +1,4 @@
-"""Conformance kits for component authors (the checklist: conformance.md §1 to §5).
+"""Conformance kits for component authors (the checklist: conformance.md §1 to §7).
 
 Subclass a kit in a test module under a `Test*` name and provide the store fixture::
 
@@ -24,12 +24,23 @@ Subclass a kit in a test module under a `Test*` name and provide the store fixtu
 - `PubSubConformance`: fixture `pubsub` (the default `pubsub_harness` wraps it in a
   `ComponentHarness`: the sidecar's envelope and delivery engine over the component), or
   `pubsub_harness` itself (any `PubSubHarness`, e.g. one driving a running sidecar).
+- `SecretStoreConformance`: fixture `secret_store_factory` (an async callable: `SecretSeed` ->
+  an initialised store holding those secrets); optional `secret_seed`.
+- `OutputBindingConformance`: fixture `output_binding`; hooks `item_metadata`, `is_missing`,
+  `lists`.
+- `InputBindingConformance`: fixture `input_binding`; optional `input_binding_trigger` (a
+  `BindingTrigger` writing one event from outside; none for a schedule).
 
 The kits are not collected themselves (their names do not start with `Test`). Every test runs
 under anyio on asyncio; override the `anyio_backend` fixture in the subclass to run on trio too.
 See each module and `layotto/testing/README.md` for the details.
 """
 
+from layotto.testing.conformance.bindings import (
+    BindingTrigger,
+    InputBindingConformance,
+    OutputBindingConformance,
+)
 from layotto.testing.conformance.configuration import ConfigStoreConformance, ConfigUpdater
 from layotto.testing.conformance.lock import LockStoreConformance
 from layotto.testing.conformance.pubsub import (
@@ -38,17 +49,23 @@ from layotto.testing.conformance.pubsub import (
     PubSubConformance,
     PubSubHarness,
 )
+from layotto.testing.conformance.secretstores import SecretSeed, SecretStoreConformance
 from layotto.testing.conformance.sequencer import SequencerStoreConformance
 from layotto.testing.conformance.state import StateStoreConformance
 
 __all__ = [
+    "BindingTrigger",
     "ComponentHarness",
     "ConfigStoreConformance",
     "ConfigUpdater",
     "Handler",
+    "InputBindingConformance",
     "LockStoreConformance",
+    "OutputBindingConformance",
     "PubSubConformance",
     "PubSubHarness",
+    "SecretSeed",
+    "SecretStoreConformance",
     "SequencerStoreConformance",
     "StateStoreConformance",
 ]
