@@ -14,6 +14,7 @@ the run's topics are deleted at the end) (``bench.backends``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -659,6 +660,9 @@ def _run_all(
                     f"sidecar pid {sidecar.pid} ready in {sidecar.startup_s:.2f} s "
                     f"(gRPC :{sidecar.grpc_port}, idle RSS {sidecar.idle_rss / 2**20:.1f} MiB)"
                 )
+                sidecar_context = dataclasses.replace(
+                    context, sidecar_http=f"127.0.0.1:{sidecar.http_port}"
+                )
                 for name in names:
                     for concurrency in options.concurrency:
                         for mode in options.modes:
@@ -672,7 +676,7 @@ def _run_all(
                                     duration_s=options.duration_s,
                                     grpc_port=sidecar.grpc_port,
                                     workers_per_channel=options.workers_per_channel,
-                                    context=context,
+                                    context=sidecar_context,
                                     on_window=sampler,
                                 )
                             except (psutil.NoSuchProcess, LoadGenError) as err:

@@ -121,6 +121,7 @@ async def _run(spec: RunSpec, conn: Conn) -> None:
                 channel = grpclib.client.Channel(spec.grpc_host, spec.grpc_port)
                 stack.callback(channel.close)
                 stubs.append(pb.RuntimeStub(channel))
+            stack.push_async_callback(scenario.close_sidecar)
             await scenario.setup_sidecar(stubs[0])
 
             def bind(stub: pb.RuntimeStub) -> Callable[[int], Awaitable[None]]:

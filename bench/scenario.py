@@ -3,7 +3,8 @@
 A scenario is one kind of call measured two ways in the same run:
 
 - ``sidecar``: through the sidecar's gRPC API (``spec.proto.runtime.v1.Runtime``), with a
-  grpclib ``RuntimeStub`` the harness builds in the load-generator process;
+  grpclib ``RuntimeStub`` the harness builds in the load-generator process (another service's
+  stub can share its ``.channel``; the HTTP API is at ``context.sidecar_http``);
 - ``direct``: the component (or backend client) called in the load-generator process itself,
   the baseline the sidecar is compared with.
 
@@ -43,6 +44,9 @@ class BenchContext:
     backends: Mapping[str, str] = field(default_factory=dict)
     #: Unique per benchmark run, usable as a key prefix (``bench-1a2b3c4d``).
     run_id: str = "bench"
+    #: ``host:port`` of the sidecar's HTTP API (Dapr's ``/v1.0``) in the load generators' runs;
+    #: empty in the parent, which asks its questions before any sidecar starts.
+    sidecar_http: str = ""
 
 
 # The index of the load-generator worker running the current call: unique across the workers
@@ -125,6 +129,10 @@ class Scenario(ABC, Generic[ClientT]):
     @abstractmethod
     async def sidecar_call(self, stub: pb.RuntimeStub, i: int) -> None:
         """One measured call through the sidecar's gRPC API; raise on failure."""
+
+    async def close_sidecar(self) -> None:
+        """Release what :meth:`setup_sidecar` built (e.g. an HTTP client); the harness closes
+        the gRPC channels itself."""
 
 
 ScenarioType = type[Scenario[Any]]
