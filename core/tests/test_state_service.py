@@ -14,6 +14,7 @@ from layotto.errors import (
     ComponentError,
     ErrorCategory,
     InvalidArgument,
+    LayottoError,
     NotConfigured,
     Unsupported,
 )
@@ -30,6 +31,8 @@ from layotto.plugin import (
     GetRequest,
     GetResponse,
     Kind,
+    QueryRequest,
+    QueryResponse,
     SetRequest,
     StateStore,
     TransactionOperation,
@@ -201,7 +204,12 @@ async def test_empty_store_name_is_invalid_argument() -> None:
 
 async def test_features_are_the_stores() -> None:
     svc = service(("mem", InMemoryStateStore()), ("plain", DictStore()))
-    assert svc.features("mem") == {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}
+    assert svc.features("mem") == {
+        Feature.ETAG,
+        Feature.TRANSACTIONAL,
+        Feature.TTL,
+        Feature.QUERY_API,
+    }
     assert svc.features("plain") == frozenset()
 
 
@@ -517,3 +525,47 @@ async def test_bulk_get_negative_parallelism_is_invalid() -> None:
     svc = service(("statestore", CountingStore()))
     with pytest.raises(InvalidArgument, match="parallelism"):
         await svc.bulk_get("statestore", ["k"], parallelism=-1)
+
+
+# -- query -----------------------------------------------------------------------------------
+
+
+async def test_query_sees_only_the_callers_prefix_and_answers_bare_keys() -> None:
+    store = InMemoryStateStore()
+    svc = service(("s", store, "appid"))
+    other = service(("s", store, "appid"), app_id="app2")
+    await svc.save("s", [SetRequest("k1", b'{"n": 1}'), SetRequest("k2", b'{"n": 2}')])
+    await other.save("s", [SetRequest("k1", b'{"n": 1}')])
+    await store.set(SetRequest("bare", b'{"n": 1}'))
+    found = await svc.query("s", '{"sort": [{"key": "n", "order": "DESC"}]}')
+    assert [(item.key, item.data) for item in found.results] == [
+        ("k2", b'{"n": 2}'),
+        ("k1", b'{"n": 1}'),
+    ]
+    assert all(item.etag for item in found.results)
+    assert [item.key for item in (await other.query("s", "{}")).results] == ["k1"]
+
+
+async def test_query_on_a_store_without_the_feature_is_internal_with_daprs_reason() -> None:
+    with pytest.raises(LayottoError) as info:
+        await service(("s", DictStore())).query("s", "{}")
+    assert info.value.category is ErrorCategory.INTERNAL
+    assert info.value.reason == "DAPR_STATE_QUERYING_NOT_SUPPORTED"
+
+
+async def test_a_malformed_query_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await service(("s", InMemoryStateStore())).query("s", '{"filter": {"LIKE": {"a": 1}}}')
+    assert info.value.reason == "ERR_MALFORMED_REQUEST"
+    assert "filter has unknown operator 'LIKE'" in info.value.message
+
+
+async def test_a_failing_query_reports_query_failed() -> None:
+    class Broken(InMemoryStateStore):
+        async def query(self, request: QueryRequest) -> QueryResponse:
+            raise ComponentError("backend exploded")
+
+    with pytest.raises(LayottoError) as info:
+        await service(("s", Broken())).query("s", "{}")
+    assert info.value.category is ErrorCategory.INTERNAL
+    assert info.value.reason == "DAPR_STATE_QUERY_FAILED"

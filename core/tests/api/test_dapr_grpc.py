@@ -278,13 +278,14 @@ async def test_transaction_applies_in_order(dapr: dapr_pb2_grpc.DaprStub) -> Non
     assert error_info(err).reason == "ERR_NOT_SUPPORTED_STATE_OPERATION"
 
 
-async def test_query_state_is_unimplemented_with_its_reason(dapr: dapr_pb2_grpc.DaprStub) -> None:
+async def test_query_state_errors_carry_daprs_reasons(dapr: dapr_pb2_grpc.DaprStub) -> None:
+    """The query itself is covered in test_dapr_state_query.py."""
     err = await expect(
-        dapr.QueryStateAlpha1(state_pb2.QueryStateRequest(store_name=STORE, query="{}")),
-        grpc.StatusCode.UNIMPLEMENTED,
-        "query",
+        dapr.QueryStateAlpha1(state_pb2.QueryStateRequest(store_name=STORE, query="{bad")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not valid JSON",
     )
-    assert error_info(err).reason == "DAPR_STATE_QUERYING_NOT_SUPPORTED"
+    assert error_info(err).reason == "ERR_MALFORMED_REQUEST"
     err = await expect(
         dapr.QueryStateAlpha1(state_pb2.QueryStateRequest(store_name="nope", query="{}")),
         grpc.StatusCode.INVALID_ARGUMENT,

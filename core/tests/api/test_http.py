@@ -176,7 +176,7 @@ async def test_metadata_has_the_dapr_shape(http: httpx.AsyncClient) -> None:
             "name": "statestore",
             "type": "state.in-memory",
             "version": "v1",
-            "capabilities": ["ETAG", "TRANSACTIONAL", "TTL"],
+            "capabilities": ["ETAG", "QUERY_API", "TRANSACTIONAL", "TTL"],
         },
         {
             "name": "pubsub",

@@ -33,7 +33,7 @@ from layotto.api.dapr_pubsub_grpc import (
 )
 from layotto.api.invoke_grpc import InvokeEdge, verb_name
 from layotto.api.rich_errors import about
-from layotto.errors import InvalidArgument, Unsupported
+from layotto.errors import InvalidArgument
 from layotto.plugin import LockStatus
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.services.bindings import BindingService
@@ -204,13 +204,8 @@ class DaprRuntime(pb.DaprBase):
 
     async def query_state_alpha_1(self, message: pb.QueryStateRequest) -> pb.QueryStateResponse:
         with about(STATE, message.store_name):
-            self._state.features(message.store_name)  # an unknown store is reported first
-            # No component offers the query SPI yet, whatever features it declares.
-            raise Unsupported(
-                f"state store {message.store_name!r} doesn't support query: the state query "
-                "API is not available in this sidecar",
-                reason="DAPR_STATE_QUERYING_NOT_SUPPORTED",
-            )
+            found = await self._state.query(message.store_name, message.query, message.metadata)
+        return state_msg.query_response(found)
 
     # -- pub/sub (PublishEvent and the topic stream are stream handlers) -------------------
 

@@ -26,6 +26,7 @@ from layotto.api.dapr_http_request import (
     integer,
     optional_string,
     query_metadata,
+    read_body,
     read_json,
     string,
     string_map,
@@ -38,6 +39,7 @@ from layotto.plugin import (
     Consistency,
     DeleteRequest,
     Feature,
+    QueryItem,
     SetRequest,
     TransactionOperation,
 )
@@ -103,6 +105,18 @@ def _raw_json(data: bytes) -> str:
     return text if is_strict_json(text) else json.dumps(text, ensure_ascii=False)
 
 
+def _query_item(item: QueryItem) -> str:
+    # Query results are JSON documents (only those match), so `data` is embedded as raw JSON.
+    parts = [f'"key":{json.dumps(item.key, ensure_ascii=False)}']
+    if item.data:
+        parts.append(f'"data":{_raw_json(item.data)}')
+    if item.etag is not None:
+        parts.append(f'"etag":{json.dumps(item.etag, ensure_ascii=False)}')
+    if item.error:
+        parts.append(f'"error":{json.dumps(item.error, ensure_ascii=False)}')
+    return "{" + ",".join(parts) + "}"
+
+
 def _bulk_item(item: BulkGetItem) -> str:
     parts = [f'"key":{json.dumps(item.key, ensure_ascii=False)}']
     if item.error:
@@ -132,6 +146,7 @@ class StateRoutes:
                 guarded(self.transaction),
                 methods=["POST", "PUT"],
             ),
+            Route("/v1.0-alpha1/state/{store}/query", guarded(self.query), methods=["POST", "PUT"]),
             Route("/v1.0/state/{store}/{key:path}", guarded(self.get), methods=["GET"]),
             Route("/v1.0/state/{store}/{key:path}", guarded(self.delete), methods=["DELETE"]),
         ]
@@ -215,6 +230,18 @@ class StateRoutes:
             raise operation_failed(err, "ERR_STATE_BULK_GET", err.message) from None
         text = "[" + ",".join(_bulk_item(item) for item in items) + "]"
         return Response(text.encode(), media_type=JSON)
+
+    async def query(self, request: Request) -> Response:
+        """The body is the query document itself; `?metadata.x=` goes to the store."""
+        store = self._store(request)
+        body = (await read_body(request)).decode("utf-8", errors="replace")
+        found = await self._state.query(store, body, query_metadata(request))
+        parts = [f'"results":[{",".join(_query_item(item) for item in found.results)}]']
+        if found.token:  # Go's `omitempty`
+            parts.append(f'"token":{json.dumps(found.token)}')
+        if found.metadata:
+            parts.append(f'"metadata":{json.dumps(dict(found.metadata), ensure_ascii=False)}')
+        return Response(("{" + ",".join(parts) + "}").encode(), media_type=JSON)
 
     async def transaction(self, request: Request) -> Response:
         store = self._store(request)

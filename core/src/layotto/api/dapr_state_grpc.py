@@ -18,6 +18,7 @@ from layotto.plugin import (
     Consistency,
     DeleteRequest,
     GetResponse,
+    QueryResponse,
     SetRequest,
     TransactionOperation,
 )
@@ -120,4 +121,15 @@ def bulk_item(item: BulkGetItem) -> pb.BulkStateItem:
         etag=item.etag or "",
         error=item.error,
         metadata=dict(item.metadata),
+    )
+
+
+def query_response(found: QueryResponse) -> pb.QueryStateResponse:
+    return pb.QueryStateResponse(
+        results=[
+            pb.QueryStateItem(key=i.key, data=i.data, etag=i.etag or "", error=i.error)
+            for i in found.results
+        ],
+        token=found.token,
+        metadata=dict(found.metadata),
     )

@@ -1,4 +1,5 @@
-"""An in-process state store with the full feature set (ETag, first-write, TTL, transactions).
+"""An in-process state store with the full feature set (ETag, first-write, TTL, transactions,
+queries over JSON values).
 
 Every operation runs without awaiting, so each one, and each transaction, is atomic with
 respect to the event loop: no lock is needed.
@@ -25,10 +26,14 @@ from layotto.plugin import (
     GetRequest,
     GetResponse,
     InvalidArgument,
+    QueryItem,
+    QueryRequest,
+    QueryResponse,
     SetRequest,
     StateStore,
     TransactionOperation,
 )
+from layotto.plugin.state_query import evaluate
 
 
 class InMemoryStateMetadata(ComponentMetadata):
@@ -62,7 +67,7 @@ def rfc3339(epoch_seconds: float) -> str:
 
 
 class InMemoryStateStore(StateStore):
-    features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL})
+    features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
@@ -89,6 +94,13 @@ class InMemoryStateStore(StateStore):
             {} if entry.expires_at is None else {TTL_EXPIRE_METADATA: rfc3339(entry.expires_at)}
         )
         return GetResponse(entry.value, str(entry.version), metadata)
+
+    async def query(self, request: QueryRequest) -> QueryResponse:
+        prefix = request.key_prefix
+        # list(): _live deletes expired entries while we walk the keys.
+        live = [(k, self._live(k)) for k in list(self._entries) if k.startswith(prefix)]
+        entries = [QueryItem(k, e.value, str(e.version)) for k, e in live if e is not None]
+        return evaluate(request.query, entries)
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -84,6 +84,13 @@ from layotto.plugin.state import (
     StateStore,
     TransactionOperation,
 )
+from layotto.plugin.state_query import (
+    Query,
+    QueryItem,
+    QueryRequest,
+    QueryResponse,
+    parse_query,
+)
 
 __all__ = [
     "DEAD_LETTER_TOPIC_METADATA",
@@ -135,6 +142,10 @@ __all__ = [
     "PubSub",
     "PubSubFeature",
     "PublishRequest",
+    "Query",
+    "QueryItem",
+    "QueryRequest",
+    "QueryResponse",
     "ResourceExhausted",
     "SecretStore",
     "SecretStoreFeature",
@@ -148,4 +159,5 @@ __all__ = [
     "Unsupported",
     "hookimpl",
     "hookspec",
+    "parse_query",
 ]

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from layotto.errors import LayottoError, Unsupported
 from layotto.plugin.component import Component
+from layotto.plugin.state_query import QueryRequest, QueryResponse
 
 
 class Feature(StrEnum):
@@ -99,7 +100,8 @@ class BulkStateError(LayottoError):
 
 class StateStore(Component):
     """Required: get, set, delete. Bulk methods default to one call per key; override them when
-    the backend has a native bulk form. Transactions need `Feature.TRANSACTIONAL` and `multi`."""
+    the backend has a native bulk form. Transactions need `Feature.TRANSACTIONAL` and `multi`;
+    queries need `Feature.QUERY_API` and `query`."""
 
     features: frozenset[Feature] = frozenset()
 
@@ -157,3 +159,8 @@ class StateStore(Component):
 
     def max_operations_per_transaction(self) -> int | None:
         return None
+
+    async def query(self, request: QueryRequest) -> QueryResponse:
+        """Run a parsed query over the keys under `request.key_prefix`; see
+        `layotto.plugin.state_query` (its `evaluate` serves stores without a query language)."""
+        raise Unsupported("this state store does not support queries")

@@ -56,6 +56,11 @@ class KeyPrefix:
             )
         return f"{self.prefix}{SEPARATOR}{key}" if self.prefix else key
 
+    @property
+    def head(self) -> str:
+        """What every stored key of this namespace starts with: `<prefix>||`, or ""."""
+        return f"{self.prefix}{SEPARATOR}" if self.prefix else ""
+
     def scrub(self, err: E) -> E:
         """The error with stored keys in its message turned back into the caller's keys."""
         if self.prefix:

@@ -27,9 +27,12 @@ from layotto.plugin import (
     GetRequest,
     GetResponse,
     Kind,
+    QueryRequest,
+    QueryResponse,
     SetRequest,
     StateStore,
     TransactionOperation,
+    parse_query,
 )
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
@@ -49,6 +52,9 @@ SAVE_FAILED = "ERR_STATE_SAVE"
 DELETE_FAILED = "ERR_STATE_DELETE"
 BULK_DELETE_FAILED = "ERR_STATE_BULK_DELETE"
 TRANSACTION_FAILED = "ERR_STATE_TRANSACTION"
+QUERY_FAILED = "DAPR_STATE_QUERY_FAILED"
+QUERY_UNSUPPORTED = "DAPR_STATE_QUERYING_NOT_SUPPORTED"
+MALFORMED_QUERY = "ERR_MALFORMED_REQUEST"
 _GENERIC_REASONS = frozenset({LayottoError.default_reason, ComponentError.default_reason})
 
 
@@ -258,6 +264,34 @@ class StateService:
             lambda: s.store.multi(prefixed, dict(metadata or {})),
             reason=TRANSACTION_FAILED,
         )
+
+    # -- query (Dapr Alpha) ------------------------------------------------------------------
+
+    async def query(
+        self, store_name: str, query_json: str, metadata: Mapping[str, str] | None = None
+    ) -> QueryResponse:
+        """Run a query over the caller's own keys only; result keys come back unprefixed."""
+        s = self._resolve(store_name)
+        if Feature.QUERY_API not in s.store.features:
+            # daprd answers INTERNAL here, not UNIMPLEMENTED (dapr-compat.md section 4).
+            raise LayottoError(
+                f"state store {store_name!r} doesn't support query", reason=QUERY_UNSUPPORTED
+            )
+        try:
+            parsed = parse_query(query_json)
+        except InvalidArgument as err:
+            raise InvalidArgument(
+                f"malformed query: {err.message}", reason=MALFORMED_QUERY
+            ) from None
+        request = QueryRequest(parsed, s.keys.head, dict(metadata or {}))
+        found = await self._call(
+            s,
+            f"query state store {store_name!r}",
+            lambda: s.store.query(request),
+            reason=QUERY_FAILED,
+        )
+        results = [replace(item, key=s.keys.strip(item.key)) for item in found.results]
+        return replace(found, results=results)
 
 
 def _with_reason(err: LayottoError, reason: str) -> LayottoError:

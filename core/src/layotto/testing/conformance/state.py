@@ -63,10 +63,13 @@ from layotto.plugin import (
     HealthStatus,
     InvalidArgument,
     LayottoError,
+    QueryRequest,
+    QueryResponse,
     SetRequest,
     StateStore,
     TransactionOperation,
     Unsupported,
+    parse_query,
 )
 from layotto.testing.conformance._support import (
     ConformanceBase,
@@ -663,6 +666,94 @@ class StateStoreConformance(ConformanceBase):
     async def test_keys_like(self) -> None:
         """Pending: SQL-LIKE patterns, paging with continuation tokens, expired keys hidden."""
 
-    @pytest.mark.skip(reason="query is not in the SPI yet (conformance.md §1)")
-    async def test_query(self) -> None:
-        """Pending: QUERY_API filters on nested fields, in order."""
+    # -- query -------------------------------------------------------------------------------
+
+    async def _query(
+        self, store: StateStore, prefix: str, query: Mapping[str, object]
+    ) -> QueryResponse:
+        # The kit's prefix plays the sidecar's `<appid>||`: only this test's keys are seen.
+        request = QueryRequest(parse_query(json.dumps(query)), prefix, JSON_METADATA)
+        with anyio.fail_after(10):
+            return await store.query(request)
+
+    async def test_query_capability_is_advertised(self, state_store: StateStore) -> None:
+        self.require(state_store, Feature.QUERY_API)
+        assert Feature.QUERY_API in state_store.features
+
+    @pytest.mark.parametrize(
+        ("filter_", "expected"),
+        [
+            ({"OR": [{"EQ": {"product.value": 1}}, {"IN": {"product.value": [3, 4]}}]}, "134"),
+            (
+                {
+                    "AND": [
+                        {"EQ": {"category": "tools"}},
+                        {"GTE": {"product.value": 2}},
+                        {"LT": {"product.value": 5}},
+                        {"NEQ": {"product.value": 3}},
+                    ]
+                },
+                "24",
+            ),
+            (
+                {
+                    "OR": [
+                        {"AND": [{"EQ": {"category": "toys"}}, {"LTE": {"product.value": 1}}]},
+                        {"AND": [{"EQ": {"category": "tools"}}, {"GT": {"product.value": 4}}]},
+                    ]
+                },
+                "15",
+            ),
+        ],
+    )
+    async def test_query_filters_nested_fields_in_order(
+        self,
+        state_store: StateStore,
+        conformance_keys: Names,
+        filter_: Mapping[str, object],
+        expected: str,
+    ) -> None:
+        """conformance.md §1 Query: filters on `product.value`, results sorted as asked."""
+        self.require(state_store, Feature.QUERY_API)
+        categories = {1: "toys", 2: "tools", 3: "tools", 4: "tools", 5: "tools"}
+        for n, category in categories.items():
+            doc = {"product": {"value": n}, "category": category, "name": f"item-{n}"}
+            key = conformance_keys(f"q{n}")
+            await state_store.set(SetRequest(key, to_bytes(doc), metadata=JSON_METADATA))
+        query = {"filter": filter_, "sort": [{"key": "product.value", "order": "DESC"}]}
+        found = await self._query(state_store, conformance_keys.prefix, query)
+        assert [item.key for item in found.results] == [
+            conformance_keys(f"q{n}") for n in reversed(expected)
+        ]
+        for item in found.results:
+            assert json.loads(item.data)["name"] == f"item-{item.key[-1]}"
+            if Feature.ETAG in state_store.features:
+                assert item.etag, f"query result {item.key!r} has no ETag"
+        assert found.token == ""
+
+    async def test_query_pages_with_a_token(
+        self, state_store: StateStore, conformance_keys: Names
+    ) -> None:
+        self.require(state_store, Feature.QUERY_API)
+        for n in range(5):
+            doc = {"product": {"value": n}}
+            key = conformance_keys(f"p{n}")
+            await state_store.set(SetRequest(key, to_bytes(doc), metadata=JSON_METADATA))
+        seen: list[str] = []
+        token = ""
+        for _ in range(5):  # 3 pages expected; more means the token never ends
+            page = {"limit": 2, "token": token} if token else {"limit": 2}
+            query = {"sort": [{"key": "product.value"}], "page": page}
+            found = await self._query(state_store, conformance_keys.prefix, query)
+            assert len(found.results) <= 2
+            seen += [item.key for item in found.results]
+            token = found.token
+            if not token:
+                break
+        assert seen == [conformance_keys(f"p{n}") for n in range(5)]
+
+    async def test_without_query(self, state_store: StateStore) -> None:
+        self.require_absent(state_store, Feature.QUERY_API)
+        assert Feature.QUERY_API not in state_store.features
+        with pytest.raises(Unsupported):
+            await state_store.query(QueryRequest(parse_query("{}")))
