@@ -5,7 +5,8 @@ Sources, combinable:
   default names;
 - `--config FILE`: our native YAML/JSON, or Layotto's `grpc_config` (bare, wrapped in
   `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document);
-- `--resources-path DIR` (repeatable): Dapr `Component` YAMLs.
+- `--resources-path DIR` (repeatable): Dapr `Component` and `Subscription` YAMLs
+  (`config_subscriptions`; the native config may list `subscriptions:` too).
 Command-line flags override what the file says about the server.
 """
 
@@ -20,6 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from layotto.config_subscriptions import (
+    DeclaredSubscription,
+    dapr_subscription,
+    native_subscription,
+)
 from layotto.errors import ConfigError
 from layotto.plugin import Kind
 
@@ -185,6 +191,8 @@ class RuntimeConfig(_Model):
     rpc: RpcConfig = RpcConfig()
     secrets: SecretsConfig = SecretsConfig()
     components: tuple[ComponentConfig, ...] = ()
+    # Declarative subscriptions, already scoped to our app id.
+    subscriptions: tuple[DeclaredSubscription, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
         """Apply command-line flags; None means 'not given'."""
@@ -238,11 +246,16 @@ def load_config(
         raise ConfigError(f"{config_file}: field 'app' must be a mapping")
     if app_id is None:
         app_id = str((app or {}).get("id") or "")
+    subscriptions = _native_subscriptions(raw.pop("subscriptions", None), config_file, app_id)
     for directory in resources_paths:
         components += load_dapr_resources(directory, app_id=app_id)
+        subscriptions += load_dapr_subscriptions(directory, app_id=app_id)
     _reject_duplicates(components)
+    subscriptions = _check_subscriptions(subscriptions, components)
     try:
-        return RuntimeConfig.model_validate({**raw, "components": components})
+        return RuntimeConfig.model_validate(
+            {**raw, "components": components, "subscriptions": subscriptions}
+        )
     except ValidationError as err:
         raise ConfigError(f"{config_file}: {_describe(err)}") from None
 
@@ -636,17 +649,83 @@ def _from_layotto_rpcs(rpcs: Any, source: str) -> tuple[list[ComponentConfig], d
 
 
 def load_dapr_resources(directory: Path, app_id: str = "") -> list[ComponentConfig]:
+    components: list[ComponentConfig] = []
+    for source, doc in _dapr_documents(directory, "Component"):
+        component = _dapr_component(doc, source, app_id)
+        if component is not None:
+            components.append(component)
+    return components
+
+
+def load_dapr_subscriptions(directory: Path, app_id: str = "") -> list[DeclaredSubscription]:
+    subscriptions: list[DeclaredSubscription] = []
+    for source, doc in _dapr_documents(directory, "Subscription"):
+        subscription = dapr_subscription(doc, source, app_id)
+        if subscription is not None:
+            subscriptions.append(subscription)
+    return subscriptions
+
+
+def _dapr_documents(directory: Path, kind: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The documents of `kind` in the folder's YAML files, in file then position order, each
+    with its source label; other kinds (Resiliency, ...) are skipped."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: --resources-path must be a directory")
-    components: list[ComponentConfig] = []
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
         for index, doc in enumerate(_yaml_documents(path)):
-            if not isinstance(doc, dict) or doc.get("kind") != "Component":
-                continue  # Subscriptions, Resiliency, ... are other building blocks' business.
-            component = _dapr_component(doc, f"{path}[{index}]" if index else str(path), app_id)
-            if component is not None:
-                components.append(component)
-    return components
+            if isinstance(doc, dict) and doc.get("kind") == kind:
+                yield (f"{path}[{index}]" if index else str(path)), doc
+
+
+def _native_subscriptions(
+    entries: Any, config_file: Path | None, app_id: str
+) -> list[DeclaredSubscription]:
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{config_file}: 'subscriptions' must be a list")
+    parsed = (
+        native_subscription(entry, str(config_file), i, app_id) for i, entry in enumerate(entries)
+    )
+    return [s for s in parsed if s is not None]
+
+
+def _check_subscriptions(
+    subscriptions: list[DeclaredSubscription], components: list[ComponentConfig]
+) -> list[DeclaredSubscription]:
+    """Names are unique, every pubsub exists; of two for one (pubsub, topic) the first is kept,
+    as daprd does (its `ListSubscriptionsAppByPubSub`)."""
+    pubsubs = sorted(c.name for c in components if c.kind is Kind.PUBSUB)
+    names: dict[str, DeclaredSubscription] = {}
+    topics: dict[tuple[str, str], DeclaredSubscription] = {}
+    kept: list[DeclaredSubscription] = []
+    for sub in subscriptions:
+        other = names.get(sub.name)
+        if other is not None:
+            raise ConfigError(
+                f"duplicate subscription {sub.name!r}: in {other.source} and {sub.source}"
+            )
+        names[sub.name] = sub
+        if sub.pubsub_name not in pubsubs:
+            raise ConfigError(
+                f"{sub.source}: subscription {sub.name!r}: pubsub {sub.pubsub_name!r} is not "
+                f"configured (pubsub components: {', '.join(pubsubs) or 'none'})"
+            )
+        first = topics.get((sub.pubsub_name, sub.topic))
+        if first is not None:
+            log.warning(
+                "%s: subscription %r: %s/%s is already subscribed by %r (%s): ignored",
+                sub.source,
+                sub.name,
+                sub.pubsub_name,
+                sub.topic,
+                first.name,
+                first.source,
+            )
+            continue
+        topics[(sub.pubsub_name, sub.topic)] = sub
+        kept.append(sub)
+    return kept
 
 
 def _yaml_documents(path: Path) -> Iterator[Any]:

@@ -30,6 +30,7 @@ from layotto.actors.http_server import HttpServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
 from layotto.api.app_callback import AppCallbackClient
+from layotto.api.app_channel import declared_subscription
 from layotto.api.app_connection import AppConnection
 from layotto.api.binding_callback import BindingCallbackClient
 from layotto.api.gate import CallGate
@@ -262,6 +263,7 @@ class Runtime:
                 self.health,
                 self.app_health,
                 grace_period=config.server.grace_period,
+                declared=[declared_subscription(s) for s in config.subscriptions],
             )
             actors.append(self.dispatcher)
             if config.app.protocol != "layotto" and services.bindings.inputs():
@@ -276,6 +278,16 @@ class Runtime:
                     grace_period=config.server.grace_period,
                 )
                 actors.append(self.binding_dispatcher)
+        elif config.subscriptions:
+            # daprd starts app subscriptions only with an app channel: declared ones wait,
+            # undelivered, for an app that never comes. A warning, as daprd does not fail.
+            log.warning(
+                "%d declarative subscription(s) and no app port: nothing is delivered",
+                len(config.subscriptions),
+                extra={
+                    "subscriptions": [f"{s.pubsub_name}/{s.topic}" for s in config.subscriptions]
+                },
+            )
         try:
             await self._run_actors(supervisor, actors, (api, http), gate, task_status)
         finally:

@@ -3,7 +3,8 @@ dapr-compat.md §2.7).
 
 Once the app passed its first health check (or offers none: the runtime's `AppHealth`), it asks
 `ListTopicSubscriptions` once (through whichever callback API the app serves: the
-`AppChannel` decides), and runs one `DeliveryLoop` per (pubsub, topic), each delivering with
+`AppChannel` decides), merges the answer with the declarative subscriptions
+(`merge_subscriptions`), and runs one `DeliveryLoop` per (pubsub, topic), each delivering with
 `OnTopicEvent`, or in batches with `OnBulkTopicEvent` for a bulk subscription (`Batcher`).
 While the app fails its health checks, deliveries pause. Readiness waits for the subscriptions
 (`app_subscriptions` is INIT until every one was attempted); each subscription has its own
@@ -16,7 +17,7 @@ cancelled and stay un-acked at the broker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from anyio.abc import TaskGroup, TaskStatus
@@ -41,6 +42,35 @@ def subscription_indicator(pubsub_name: str, topic: str) -> str:
     return f"subscription:{pubsub_name}:{topic}"
 
 
+def merge_subscriptions(
+    declared: Iterable[AppSubscription], listed: Iterable[AppSubscription]
+) -> list[AppSubscription]:
+    """What to deliver: the declared subscriptions, then the ones the app lists. daprd's rule
+    (`ComponentStore.ListSubscriptionsAppByPubSub`): for one (pubsub, topic) the app's
+    subscription replaces the declared one, in the declared one's place. A topic the app lists
+    twice is the app's mistake: the first is kept."""
+    merged: list[AppSubscription] = []
+    at: dict[tuple[str, str], int] = {}
+    for sub in declared:
+        if (sub.pubsub_name, sub.topic) not in at:
+            at[(sub.pubsub_name, sub.topic)] = len(merged)
+            merged.append(sub)
+    app_listed: set[tuple[str, str]] = set()
+    for sub in listed:
+        key = (sub.pubsub_name, sub.topic)
+        if key in app_listed:
+            log.error("the app lists %s/%s twice", sub.pubsub_name, sub.topic)
+            continue
+        app_listed.add(key)
+        if key in at:
+            log.info("the app's subscription to %s/%s replaces the declarative one", *key)
+            merged[at[key]] = sub
+        else:
+            at[key] = len(merged)
+            merged.append(sub)
+    return merged
+
+
 class PubSubDispatcher(AppDispatcher):
     name = "pubsub_dispatcher"
     indicator = APP_INDICATOR
@@ -53,10 +83,12 @@ class PubSubDispatcher(AppDispatcher):
         app_health: AppHealth,
         *,
         grace_period: float,
+        declared: Sequence[AppSubscription] = (),
     ) -> None:
         super().__init__(health, app_health, grace_period=grace_period)
         self._service = service
         self._app = app
+        self._declared = tuple(declared)
         self._loops: list[DeliveryLoop] = []
         self._subscriptions: list[AppSubscription] = []  # beside `_loops`, same order
 
@@ -66,7 +98,7 @@ class PubSubDispatcher(AppDispatcher):
         for loop, sub in zip(self._loops, self._subscriptions, strict=True):
             entry = loop.info()
             entry["rules"] = sub.rules_info()
-            entry["type"] = "PROGRAMMATIC"
+            entry["type"] = sub.origin
             if sub.bulk is not None:
                 entry["bulkSubscribe"] = {
                     "enabled": True,
@@ -88,12 +120,7 @@ class PubSubDispatcher(AppDispatcher):
         )
         self._loops = []
         self._subscriptions = []
-        seen: set[tuple[str, str]] = set()
-        for sub in subscriptions:
-            if (sub.pubsub_name, sub.topic) in seen:
-                log.error("the app lists %s/%s twice", sub.pubsub_name, sub.topic)
-                continue
-            seen.add((sub.pubsub_name, sub.topic))
+        for sub in merge_subscriptions(self._declared, subscriptions):
             indicator = subscription_indicator(sub.pubsub_name, sub.topic)
             try:
                 loop = self._service.delivery(
@@ -105,8 +132,8 @@ class PubSubDispatcher(AppDispatcher):
                     on_health=self._reporter(indicator),
                 )
             except LayottoError as err:
-                # A subscription the sidecar cannot serve is the app's mistake: say so loudly
-                # and keep serving the others.
+                # A subscription the sidecar cannot serve is the app's (or the operator's)
+                # mistake: say so loudly and keep serving the others.
                 log.error("cannot subscribe %s/%s: %s", sub.pubsub_name, sub.topic, err.message)
                 continue
             if sub.bulk is not None:

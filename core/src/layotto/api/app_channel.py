@@ -22,6 +22,7 @@ from grpclib.const import Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from layotto.api.cel_match import CelError, CelSyntaxError, Match, compile_match
+from layotto.config_subscriptions import DeclaredSubscription
 from layotto.errors import Unsupported
 from layotto.services.cloudevents import EventStatus, TopicEvent, as_envelope
 from layotto.services.pubsub_delivery import AppUnavailable
@@ -96,6 +97,9 @@ class AppSubscription:
     default_path: str = ""
     dead_letter_topic: str = ""
     bulk: BulkSubscribe | None = None
+    # Dapr's subscription type, as metadata shows it: the app listed it (PROGRAMMATIC) or the
+    # operator declared it (DECLARATIVE).
+    origin: str = "PROGRAMMATIC"
 
     def route(self, event: TopicEvent) -> str | None:
         """The path `event` is delivered to, or None when no route takes it."""
@@ -113,6 +117,27 @@ class AppSubscription:
         if self.default_path:
             rules.append({"path": self.default_path})
         return [{k: v for k, v in rule.items() if v} for rule in rules]
+
+
+def declared_subscription(declared: DeclaredSubscription) -> AppSubscription:
+    """A declarative subscription as the dispatcher delivers it: like one the app listed."""
+    where = f"{declared.source}: subscription {declared.name!r}"
+    bulk = None
+    if declared.bulk is not None:
+        bulk = BulkSubscribe(
+            max_messages=declared.bulk.max_messages or DEFAULT_BULK_MAX_MESSAGES,
+            max_await_seconds=(declared.bulk.max_await_ms or DEFAULT_BULK_MAX_AWAIT_MS) / 1000,
+        )
+    return AppSubscription(
+        declared.pubsub_name,
+        declared.topic,
+        dict(declared.metadata),
+        rules=tuple(compile_rule(r.match, r.path, where) for r in declared.rules),
+        default_path=declared.default_path,
+        dead_letter_topic=declared.dead_letter_topic,
+        bulk=bulk,
+        origin="DECLARATIVE",
+    )
 
 
 # -- the protocol --------------------------------------------------------------------------
