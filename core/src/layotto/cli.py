@@ -51,7 +51,12 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP port (actuator, Dapr HTTP) [default: 34999].")
 @click.option("--host", help="Address to bind [default: 127.0.0.1].")
 @click.option("--app-id", help="This app's id (key prefixes, consumer groups).")
-@click.option("--app-port", type=int, help="The app's gRPC callback port; 0 = no callbacks.")
+@click.option("--app-port", type=int, help="The app's callback port; 0 = no callbacks.")
+@click.option(
+    "--app-protocol",
+    type=click.Choice(["auto", "dapr", "layotto", "http"]),
+    help="How the app takes callbacks: gRPC (auto, dapr, layotto) or http [auto].",
+)
 @click.option("--api-token", envvar="LAYOTTO_API_TOKEN", help="Require this token on every call.")
 @click.option("--grace-period", type=float, help="Seconds in-flight calls get at shutdown [5].")
 @click.option(
@@ -71,6 +76,7 @@ def run(
     host: str | None,
     app_id: str | None,
     app_port: int | None,
+    app_protocol: str | None,
     api_token: str | None,
     grace_period: float | None,
     log_level: str,
@@ -87,6 +93,7 @@ def run(
             grace_period=grace_period,
             app_id=app_id,
             app_port=app_port,
+            app_protocol=app_protocol,
         )
         _serve(config)
     except ConfigError as err:

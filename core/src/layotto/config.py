@@ -111,12 +111,14 @@ class ComponentConfig(_Model):
 
 class AppConfig(_Model):
     id: str = ""
-    # The app's gRPC callback port; 0 = the app takes no callbacks.
+    # The app's callback port; 0 = the app takes no callbacks.
     port: int = Field(default=0, ge=0, le=65535)
     host: str = DEFAULT_HOST
-    # Which callback service the app serves: Layotto's `spec.proto.runtime.v1.AppCallback`,
-    # Dapr's `dapr.proto.runtime.v1.AppCallback`, or `auto` (asked at startup: Dapr first).
-    protocol: Literal["auto", "dapr", "layotto"] = "auto"
+    # Which callback service the app serves: over gRPC Layotto's
+    # `spec.proto.runtime.v1.AppCallback`, Dapr's `dapr.proto.runtime.v1.AppCallback`, or
+    # `auto` (asked at startup: Dapr first); or `http`, Dapr's HTTP app channel (daprd's
+    # `--app-protocol http`), which is never detected: it is chosen here.
+    protocol: Literal["auto", "dapr", "layotto", "http"] = "auto"
     # Sent to the app as `dapr-api-token` on every callback (Dapr's APP_API_TOKEN).
     api_token: str | None = None
 

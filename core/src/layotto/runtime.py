@@ -30,12 +30,15 @@ from layotto.actors.http_server import HttpServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
 from layotto.api.app_callback import AppCallbackClient
-from layotto.api.app_channel import declared_subscription
+from layotto.api.app_channel import AppChannel, declared_subscription
 from layotto.api.app_connection import AppConnection
-from layotto.api.binding_callback import BindingCallbackClient
+from layotto.api.binding_callback import BindingApp, BindingCallbackClient
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices, SidecarControl, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
+from layotto.api.http_app_channel import HttpAppChannel
+from layotto.api.http_app_connection import HEALTH_CHECK_PATH, HttpAppConnection
+from layotto.api.http_binding_callback import HttpBindingCallbackClient
 from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
 from layotto.errors import BackendUnavailable
@@ -55,6 +58,9 @@ from layotto.services.state import StateService
 from layotto.version import runtime_version
 
 log = logging.getLogger(__name__)
+
+# The one connection to the app: gRPC (either callback API) or Dapr's HTTP app channel.
+AppLink = AppConnection | HttpAppConnection
 
 
 @dataclass
@@ -139,7 +145,7 @@ class Runtime:
         if self.config.app.port:
             app: dict[str, Any] = {
                 "port": self.config.app.port,
-                "protocol": "grpc",
+                "protocol": "http" if self.config.app.protocol == "http" else "grpc",
                 "channelAddress": self.config.app.host,
             }
             health = self.app_health.metadata() if self.app_health else None
@@ -152,12 +158,11 @@ class Runtime:
         config = self.config
         planned = plan(config, self.catalog)  # validated, no I/O: secrets are read at start
         # The one connection to the app, for every caller (callbacks, health, invocation).
-        connection: AppConnection | None = None
+        connection: AppLink | None = None
         local_app: LocalApp | None = None
         if config.app.port:
-            connection = AppConnection(
-                config.app.host, config.app.port, api_token=config.app.api_token
-            )
+            link = HttpAppConnection if config.app.protocol == "http" else AppConnection
+            connection = link(config.app.host, config.app.port, api_token=config.app.api_token)
             local_app = partial(self._invoke_app, connection)
         try:
             await self.components.start_planned(planned)
@@ -188,26 +193,32 @@ class Runtime:
                 finally:
                     self.config_watchers = None
         finally:
-            if connection is not None:
+            if isinstance(connection, HttpAppConnection):
+                with anyio.CancelScope(shield=True):
+                    await connection.aclose()
+            elif connection is not None:
                 connection.close()
             await self.components.close()
         log.info("layotto stopped")
 
-    async def _invoke_app(self, connection: AppConnection, request: RpcRequest) -> RpcResponse:
-        """An invocation addressed to our own app id: the app's Dapr OnInvoke. Refused at once
-        while the app fails its health checks, as daprd short-circuits it."""
+    async def _invoke_app(self, connection: AppLink, request: RpcRequest) -> RpcResponse:
+        """An invocation addressed to our own app id: the app's Dapr OnInvoke, or the HTTP
+        call itself for an HTTP app. Refused at once while the app fails its health checks,
+        as daprd short-circuits it."""
         # A component module (`rpc.grpc`): loaded only when there is an app to invoke.
         from layotto.builtin.rpc_grpc import call_app_on_invoke
 
         if self.app_health is not None and self.app_health.refuses_calls:
             raise BackendUnavailable("app is not in a healthy state", reason="ERR_DIRECT_INVOKE")
+        if isinstance(connection, HttpAppConnection):
+            return await connection.invoke(request)
         return await call_app_on_invoke(connection.channel, request, metadata=connection.metadata)
 
     async def _serve_api(
         self,
         services: ApiServices,
         gate: CallGate,
-        connection: AppConnection | None,
+        connection: AppLink | None,
         task_status: TaskStatus[None],
     ) -> None:
         """Actors up, readiness UP, then wait for shutdown: readiness DOWN, drain, stop."""
@@ -251,28 +262,27 @@ class Runtime:
         if connection is not None:
             # One health prober per runtime, started before (and stopped after) the
             # dispatchers it gates; invocations of the app consult it too.
-            self.app_health = AppHealth(connection, self.health)
+            self.app_health = AppHealth(
+                connection,
+                self.health,
+                check_path=HEALTH_CHECK_PATH if isinstance(connection, HttpAppConnection) else "",
+            )
             actors.append(self.app_health)
+            channel, binding_app = _app_clients(config, connection, services)
             self.dispatcher = PubSubDispatcher(
                 services.pubsub,
-                AppCallbackClient(
-                    connection,
-                    protocol=config.app.protocol,
-                    delivery_timeout=config.pubsub.app_timeout,
-                ),
+                channel,
                 self.health,
                 self.app_health,
                 grace_period=config.server.grace_period,
                 declared=[declared_subscription(s) for s in config.subscriptions],
             )
             actors.append(self.dispatcher)
-            if config.app.protocol != "layotto" and services.bindings.inputs():
-                # Input bindings call the app's Dapr OnBindingEvent (Layotto's AppCallback
-                # has none).
+            if binding_app is not None:
                 self.binding_dispatcher = BindingDispatcher(
                     services.bindings,
                     services.dapr_state,
-                    BindingCallbackClient(connection, event_timeout=config.pubsub.app_timeout),
+                    binding_app,
                     self.health,
                     self.app_health,
                     grace_period=config.server.grace_period,
@@ -333,6 +343,28 @@ class Runtime:
                     )
                 await supervisor.stop()
             tg.cancel_scope.cancel()
+
+
+def _app_clients(
+    config: RuntimeConfig, connection: AppLink, services: ApiServices
+) -> tuple[AppChannel, BindingApp | None]:
+    """What the dispatchers call the app through, for the API the app speaks; no binding
+    client without input bindings configured, or for a Layotto app (Layotto's AppCallback
+    has no binding events)."""
+    timeout = config.pubsub.app_timeout
+    inputs = list(services.bindings.inputs())
+    if isinstance(connection, HttpAppConnection):
+        binding_app: BindingApp | None = None
+        if inputs:
+            binding_app = HttpBindingCallbackClient(connection, inputs, event_timeout=timeout)
+        return HttpAppChannel(connection, delivery_timeout=timeout), binding_app
+    protocol = config.app.protocol
+    if protocol == "http":  # not reached: an HTTP app has an HttpAppConnection
+        raise AssertionError("an HTTP app over a gRPC connection")
+    channel = AppCallbackClient(connection, protocol=protocol, delivery_timeout=timeout)
+    if protocol == "layotto" or not inputs:
+        return channel, None
+    return channel, BindingCallbackClient(connection, event_timeout=timeout)
 
 
 def _delivery_policy(config: RuntimeConfig) -> DeliveryPolicy:

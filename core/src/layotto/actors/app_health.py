@@ -1,7 +1,7 @@
-"""AppHealth: the app health checks, as daprd runs them for gRPC apps (dapr-compat.md §2.7,
-§5), one per runtime and shared by everything that calls the app. The check is Dapr's
-`AppCallbackHealthCheck/HealthCheck`, which any app may serve (UNIMPLEMENTED = not offered:
-nothing is gated).
+"""AppHealth: the app health checks, as daprd runs them (dapr-compat.md §2.7, §5), one per
+runtime and shared by everything that calls the app. The check is Dapr's
+`AppCallbackHealthCheck/HealthCheck`, which any gRPC app may serve (UNIMPLEMENTED = not
+offered: nothing is gated), or `GET /healthz` for an HTTP app (404 = not offered).
 
 - At startup the app is probed, once it listens, until it answers; `wait_settled()` returns
   after the first success (or once the app turns out to offer no check): subscriptions and
@@ -59,9 +59,12 @@ class AppHealth:
         timeout: float | None = None,
         threshold: int | None = None,
         startup_interval: float | None = None,
+        check_path: str = "",
     ) -> None:
-        """Unset timings are the module's constants, read now (tests shorten them)."""
+        """Unset timings are the module's constants, read now (tests shorten them).
+        `check_path`: the HTTP app's health route, shown in the metadata."""
         self._app = app
+        self._check_path = check_path
         self._health = health
         self._interval = PROBE_INTERVAL_SECONDS if interval is None else interval
         self._timeout = PROBE_TIMEOUT_SECONDS if timeout is None else timeout
@@ -132,10 +135,12 @@ class AppHealth:
 
     def metadata(self) -> dict[str, Any] | None:
         """Dapr's `appConnectionProperties.health` while the app offers health checks (no
-        `healthCheckPath`: daprd shows it for HTTP apps only)."""
+        `healthCheckPath` but for HTTP apps, as daprd)."""
         if not self.offered:
             return None
+        path = {"healthCheckPath": self._check_path} if self._check_path else {}
         return {
+            **path,
             "healthProbeInterval": go_duration(self._interval),
             "healthProbeTimeout": go_duration(self._timeout),
             "healthThreshold": self._threshold,

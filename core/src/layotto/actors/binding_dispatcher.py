@@ -1,9 +1,11 @@
 """BindingDispatcher: input binding events to the app's Dapr `OnBindingEvent` (dapr-compat.md
-1.4, 2.7, 3.6).
+1.4, 2.7, 3.6), or to `POST /<binding-name>` for an app on Dapr's HTTP app channel
+(`http_binding_callback`).
 
 Once the app passed its first health check (or offers none: the runtime's `AppHealth`), it asks
-`ListInputBindings` once. For every listed name that is configured as an input binding it runs
-`component.read(handler)`, reading again with capped, jittered backoff when `read` raises. A
+`ListInputBindings` once (over HTTP: `OPTIONS /<binding-name>` per configured binding). For
+every listed name that is configured as an input binding it runs `component.read(handler)`,
+reading again with capped, jittered backoff when `read` raises. A
 listed name that is not configured is warned about (once: the list is asked once). Readiness
 waits for the list (`app_input_bindings` is INIT until then); each running binding has an
 indicator (`input_binding:<name>`), DOWN while its `read` is failing.
@@ -35,7 +37,7 @@ from anyio.abc import TaskGroup
 
 from layotto.actors.app_dispatcher import READINESS, AppDispatcher
 from layotto.actors.app_health import AppHealth
-from layotto.api.binding_callback import BindingCallbackClient, BindingReply
+from layotto.api.binding_callback import BindingApp, BindingReply
 from layotto.backoff import backoff_delay
 from layotto.errors import ErrorCategory, LayottoError
 from layotto.health import HealthRegistry
@@ -79,7 +81,7 @@ class BindingDispatcher(AppDispatcher):
         self,
         bindings: BindingService,
         state: StateService,
-        app: BindingCallbackClient,
+        app: BindingApp,
         health: HealthRegistry,
         app_health: AppHealth,
         *,

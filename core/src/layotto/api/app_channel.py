@@ -1,7 +1,8 @@
 """What the pub/sub dispatcher needs from the app, whichever callback API the app serves
 (Layotto's `spec.proto.runtime.v1.AppCallback` or Dapr's `dapr.proto.runtime.v1.AppCallback`):
 the `AppChannel` protocol and the subscriptions it lists. Both APIs share the one
-`AppConnection` (`app_connection`).
+`AppConnection` (`app_connection`); an app on Dapr's HTTP app channel is another
+`AppChannel` (`http_app_channel`, with errors translated in `http_app_connection`).
 
 Errors are translated at this edge (`delivery_errors`): an app that cannot be reached becomes
 `AppUnavailable` (waited for, no retry used up), UNIMPLEMENTED becomes `Unsupported` (the
@@ -150,7 +151,8 @@ class AppChannel(Protocol):
 
     @property
     def surface(self) -> str:
-        """Which callback API is used: "dapr" or "layotto"."""
+        """Which callback API is used: "dapr", "layotto" (gRPC) or "http" (Dapr's HTTP app
+        channel, `http_app_channel`)."""
         ...
 
     async def list_subscriptions(self) -> list[AppSubscription]: ...

@@ -142,19 +142,7 @@ class AppConnection:
         )
 
     async def wait_until_listening(self) -> None:
-        """Poll the app's port until it accepts connections (the app may start after us)."""
-        logged = False
-        while True:
-            try:
-                with anyio.fail_after(1.0):
-                    stream = await anyio.connect_tcp(self.host, self.port)
-                await stream.aclose()
-                return
-            except (OSError, TimeoutError, socket.gaierror):
-                if not logged:
-                    log.info("waiting for the app's callback port %s:%d", self.host, self.port)
-                    logged = True
-                await anyio.sleep(CONNECT_POLL_SECONDS)
+        await wait_until_listening(self.host, self.port)
 
     async def ask(self, path: str, reply_type: type[_Reply], what: str) -> _Reply | None:
         """A startup question to the app (an `Empty` request): its answer, or None when the
@@ -201,6 +189,22 @@ class AppConnection:
             log.debug("app health check: %s", type(err).__name__)
             return AppHealthProbe.UNHEALTHY
         return AppHealthProbe.HEALTHY
+
+
+async def wait_until_listening(host: str, port: int) -> None:
+    """Poll the app's port until it accepts connections (the app may start after us)."""
+    logged = False
+    while True:
+        try:
+            with anyio.fail_after(1.0):
+                stream = await anyio.connect_tcp(host, port)
+            await stream.aclose()
+            return
+        except (OSError, TimeoutError, socket.gaierror):
+            if not logged:
+                log.info("waiting for the app's callback port %s:%d", host, port)
+                logged = True
+            await anyio.sleep(CONNECT_POLL_SECONDS)
 
 
 async def isolated(call: Callable[[], Awaitable[_T]]) -> _T:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from grpclib import GRPCError
 
@@ -63,6 +64,15 @@ def to_reply(response: pb.BindingEventResponse) -> BindingReply:
         data=response.data,
         parallel=response.concurrency is pb.BindingEventResponseBindingEventConcurrency.PARALLEL,
     )
+
+
+class BindingApp(Protocol):
+    """The app as the binding dispatcher sees it, over gRPC (`BindingCallbackClient`) or HTTP
+    (`http_binding_callback`)."""
+
+    async def list_input_bindings(self) -> list[str]: ...
+
+    async def on_binding_event(self, name: str, event: BindingEvent) -> BindingReply: ...
 
 
 class BindingCallbackClient:

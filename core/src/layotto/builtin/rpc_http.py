@@ -202,61 +202,72 @@ class HttpChannel(RpcChannel):
 
     async def invoke(self, request: RpcRequest, address: str) -> RpcResponse:
         if request.timeout <= 0:
-            raise self._timeout(request)
-        outgoing = self._build(request, address, request.timeout)
-        try:
-            with anyio.fail_after(request.timeout):
-                status, body, headers = await self._send(outgoing)
-        except (TimeoutError, httpx.TimeoutException):
-            raise self._timeout(request) from None
-        except httpx.ConnectError as err:  # nothing was sent: another address may be tried
-            raise TargetUnreachable(
-                f"app {request.app_id!r} could not be reached: {_why_unreachable(err)}",
-                reason="ERR_DIRECT_INVOKE",
-            ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
-            raise BackendUnavailable(
-                f"app {request.app_id!r} could not be reached: {_why_unreachable(err)}",
-                reason="ERR_DIRECT_INVOKE",
-            ) from None
-        except httpx.LocalProtocolError as err:
-            raise InvalidArgument(
-                f"the call to app {request.app_id!r} cannot be sent over HTTP: {err}"
-            ) from None
-        except httpx.HTTPError as err:
-            raise ComponentError(
-                f"calling app {request.app_id!r} failed: {type(err).__name__}",
-                reason="ERR_DIRECT_INVOKE",
-            ) from None
-        if not 200 <= status < 300:
-            text = body.decode("utf-8", errors="replace")[:BODY_IN_MESSAGE]
-            raise TargetError(
-                category_of_status(status),
-                f"http response code {status}, body: {text}",
-                http_status=status,
-                body=body,
-                content_type=headers.get("content-type", ""),
-                headers=response_headers(headers),
-            )
-        return RpcResponse(
-            data=body,
+            raise timeout_error(request)
+        return await exchange(self._client, self._build(request, address, request.timeout), request)
+
+
+def timeout_error(request: RpcRequest) -> BackendTimeout:
+    return BackendTimeout(
+        f"app {request.app_id!r} did not answer {request.method!r} within "
+        f"{max(request.timeout, 0) * 1000:.0f} ms",
+        reason="ERR_DIRECT_INVOKE",
+    )
+
+
+async def exchange(
+    client: httpx.AsyncClient, outgoing: httpx.Request, request: RpcRequest
+) -> RpcResponse:
+    """Send `outgoing` (built for `request`) within `request.timeout` and translate the
+    answer and the failures as the module docstring says; shared with the sidecar's HTTP
+    app channel (`api.http_app_connection`)."""
+    try:
+        with anyio.fail_after(request.timeout):
+            status, body, headers = await _send(client, outgoing)
+    except (TimeoutError, httpx.TimeoutException):
+        raise timeout_error(request) from None
+    except httpx.ConnectError as err:  # nothing was sent: another address may be tried
+        raise TargetUnreachable(
+            f"app {request.app_id!r} could not be reached: {_why_unreachable(err)}",
+            reason="ERR_DIRECT_INVOKE",
+        ) from None
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
+        raise BackendUnavailable(
+            f"app {request.app_id!r} could not be reached: {_why_unreachable(err)}",
+            reason="ERR_DIRECT_INVOKE",
+        ) from None
+    except httpx.LocalProtocolError as err:
+        raise InvalidArgument(
+            f"the call to app {request.app_id!r} cannot be sent over HTTP: {err}"
+        ) from None
+    except httpx.HTTPError as err:
+        raise ComponentError(
+            f"calling app {request.app_id!r} failed: {type(err).__name__}",
+            reason="ERR_DIRECT_INVOKE",
+        ) from None
+    if not 200 <= status < 300:
+        text = body.decode("utf-8", errors="replace")[:BODY_IN_MESSAGE]
+        raise TargetError(
+            category_of_status(status),
+            f"http response code {status}, body: {text}",
+            http_status=status,
+            body=body,
             content_type=headers.get("content-type", ""),
             headers=response_headers(headers),
-            http_status=status,
         )
+    return RpcResponse(
+        data=body,
+        content_type=headers.get("content-type", ""),
+        headers=response_headers(headers),
+        http_status=status,
+    )
 
-    async def _send(self, outgoing: httpx.Request) -> tuple[int, bytes, httpx.Headers]:
-        response = await self._client.send(outgoing, stream=True)
-        try:
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
-        finally:
-            await response.aclose()
-        return response.status_code, body, response.headers
 
-    @staticmethod
-    def _timeout(request: RpcRequest) -> BackendTimeout:
-        return BackendTimeout(
-            f"app {request.app_id!r} did not answer {request.method!r} within "
-            f"{max(request.timeout, 0) * 1000:.0f} ms",
-            reason="ERR_DIRECT_INVOKE",
-        )
+async def _send(
+    client: httpx.AsyncClient, outgoing: httpx.Request
+) -> tuple[int, bytes, httpx.Headers]:
+    response = await client.send(outgoing, stream=True)
+    try:
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+    return response.status_code, body, response.headers

@@ -316,3 +316,19 @@ def as_envelope(event: TopicEvent) -> dict[str, Any]:
                     data = text
     envelope["data"] = data
     return envelope
+
+
+def envelope_json(event: TopicEvent) -> bytes:
+    """The event's CloudEvent as the JSON body an HTTP app receives (daprd posts the envelope
+    as published): the attributes, every extension, and the data as `data`, or as
+    `data_base64` when it is binary (the same rule as publishing)."""
+    body: dict[str, Any] = dict(event.extensions)
+    body.update(
+        id=event.id,
+        source=event.source,
+        type=event.type,
+        specversion=event.specversion,
+        datacontenttype=event.datacontenttype,
+    )
+    _put_data(body, event.data, event.datacontenttype)
+    return json.dumps(body, separators=(",", ":")).encode()
