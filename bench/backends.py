@@ -30,9 +30,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from bench.lifecycle import Managed
 from bench.redis_server import free_port
 
 START_TIMEOUT_S = 30.0
@@ -70,7 +70,7 @@ def _http_ok(url: str, timeout: float = 0.5) -> bytes | None:
         return None
 
 
-class _Process:
+class _Process(Managed):
     """A backend subprocess in a temporary working directory, its output in ``server.log``."""
 
     name = "backend"
@@ -120,31 +120,12 @@ class _Process:
                 )
             time.sleep(0.05)
 
-    def start(self) -> None:
-        raise NotImplementedError
-
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         _stop(proc)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- etcd ----------------------------------------------------------------------------------
@@ -309,7 +290,7 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class KafkaServer:
+class KafkaServer(Managed):
     """A private Tansu broker (``layotto_kafka.testing.TansuBroker``): free loopback port,
     in-memory storage, its log in a temporary directory. Tansu rather than librdkafka's mock
     cluster: it is a broker process of its own with a real storage engine behind the Kafka
@@ -360,19 +341,3 @@ class KafkaServer:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
@@ -321,6 +321,37 @@ class _Backends:
     info: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Started(Protocol):
+    """A backend process the harness started."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def version(self) -> str | None: ...
+
+
+def _record_private(
+    out: _Backends, name: str, server: _Started, command: str, note: str | None = None
+) -> None:
+    """Record a private backend: its address, its pid (sampled) and its row of ``info``."""
+    assert server.pid is not None
+    out.addresses[name] = server.address
+    out.pids.append(server.pid)
+    row: dict[str, Any] = {
+        "name": name,
+        "address": server.address,
+        "private": True,
+        "version": server.version,
+        "pid": server.pid,
+        "command": command,
+    }
+    if note is not None:
+        row["note"] = note
+    out.info.append(row)
+
+
 def _provide_backends(
     needed: set[str],
     options: BenchOptions,
@@ -396,19 +427,12 @@ def _provide_kafka(
     except BackendError as err:
         out.missing["kafka"] = f"the private Kafka broker (Tansu) did not start: {err}"
         return
-    assert server.pid is not None
-    out.addresses["kafka"] = server.address
-    out.pids.append(server.pid)
-    out.info.append(
-        {
-            "name": "kafka",
-            "address": server.address,
-            "private": True,
-            "version": server.version,
-            "pid": server.pid,
-            "command": f"{server.binary} broker --storage-engine memory://tansu/",
-            "note": "private Tansu broker, in-memory storage, topics auto-created (4 partitions)",
-        }
+    _record_private(
+        out,
+        "kafka",
+        server,
+        f"{server.binary} broker --storage-engine memory://tansu/",
+        "private Tansu broker, in-memory storage, topics auto-created (4 partitions)",
     )
     say(f"{server.version or 'tansu'} pid {server.pid} on {server.address} (private, in memory)")
 
@@ -463,19 +487,12 @@ def _provide_etcd(out: _Backends, stack: contextlib.ExitStack, say: Callable[[st
     except BackendError as err:
         out.missing["etcd"] = f"the private etcd did not start: {err}"
         return
-    assert server.pid is not None
-    out.addresses["etcd"] = server.address
-    out.pids.append(server.pid)
-    out.info.append(
-        {
-            "name": "etcd",
-            "address": server.address,
-            "private": True,
-            "version": server.version,
-            "pid": server.pid,
-            "command": f"{server.binary} (single member, temporary data dir)",
-            "note": "private, single member, temporary data dir",
-        }
+    _record_private(
+        out,
+        "etcd",
+        server,
+        f"{server.binary} (single member, temporary data dir)",
+        "private, single member, temporary data dir",
     )
     say(f"etcd {server.version} pid {server.pid} on {server.address} (private)")
 
@@ -492,19 +509,12 @@ def _provide_apollo(
     except BackendError as err:
         out.missing["apollo"] = f"the Apollo test server did not start: {err}"
         return
-    assert server.pid is not None
-    out.addresses["apollo"] = server.address
-    out.pids.append(server.pid)
-    out.info.append(
-        {
-            "name": "apollo",
-            "address": server.address,
-            "private": True,
-            "version": server.version,
-            "pid": server.pid,
-            "command": "python -m layotto_apollo.testing (own process, 60 s long-poll hold)",
-            "note": "private test server in its own process, in memory, 60 s long-poll hold",
-        }
+    _record_private(
+        out,
+        "apollo",
+        server,
+        "python -m layotto_apollo.testing (own process, 60 s long-poll hold)",
+        "private test server in its own process, in memory, 60 s long-poll hold",
     )
     say(f"Apollo test server pid {server.pid} on {server.url} (own process)")
 
@@ -541,19 +551,7 @@ def _provide_redis(
         )
         return
     server = stack.enter_context(RedisServer())
-    assert server.pid is not None
-    out.addresses["redis"] = server.address
-    out.pids.append(server.pid)
-    out.info.append(
-        {
-            "name": "redis",
-            "address": server.address,
-            "private": True,
-            "version": server.version,
-            "pid": server.pid,
-            "command": "redis-server --save '' --appendonly no",
-        }
-    )
+    _record_private(out, "redis", server, "redis-server --save '' --appendonly no")
     say(
         f"redis-server {server.version} pid {server.pid} on {server.address} "
         "(private, nothing persisted)"

@@ -28,7 +28,6 @@ import datetime
 import gc
 import json
 import math
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,7 +38,7 @@ from typing import Any
 import grpclib.client
 from layotto._proto.spec.proto.runtime import v1 as pb
 
-from bench.harness import BenchOptions, _meta, _provide_backends
+from bench.harness import BenchOptions, _meta, _provide_backends, _stderr
 from bench.scenario import BenchContext
 from bench.scenarios.config import CONFIG_SCENARIOS, LATENCY_KEY, ConfigWriter
 from bench.sidecar import Sidecar
@@ -88,6 +87,18 @@ def summarize_ms(latencies_s: list[float]) -> dict[str, float] | None:
     out = {f"p{round(q * 100)}": _nearest_rank(ordered, q) for q in (0.5, 0.9, 0.99)}
     out |= {"min": ordered[0], "max": ordered[-1], "mean": sum(ordered) / len(ordered)}
     return {k: round(v * 1000, 3) for k, v in out.items()}
+
+
+def fmt_ms(value: float | None) -> str:
+    """A table cell: milliseconds to two decimals, or a dash."""
+    return "—" if value is None else f"{value:.2f}"
+
+
+async def cancel_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, ignoring how it ends."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 class _Subscriber:
@@ -180,9 +191,7 @@ async def _measure(
                 gc.unfreeze()
         finally:
             subscriber.stop.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_task(task)
         error = subscriber.error
     finally:
         await writer.close()
@@ -206,10 +215,6 @@ async def _measure(
         else bool(summary is not None and not missed and summary["p99"] <= target * 1000),
         "stream_error": None if error is None else f"{type(error).__name__}: {error}",
     }
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_latency(
@@ -306,9 +311,6 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:.2f}"
-
     for row in document["stores"]:
         lat = row["latency_ms"] or {}
         call = row["write_call_ms"] or {}
@@ -317,8 +319,8 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         write = row["write"].replace("|", "\\|")  # `||` must not end the table's cell
         lines.append(
             f"| {row['component']} | {write} | {row['writes']} | {row['received']} | "
-            f"{fmt(lat.get('p50'))} | {fmt(lat.get('p90'))} | {fmt(lat.get('p99'))} | "
-            f"{fmt(lat.get('max'))} | {fmt(lat.get('mean'))} | {fmt(call.get('p50'))} | "
+            f"{fmt_ms(lat.get('p50'))} | {fmt_ms(lat.get('p90'))} | {fmt_ms(lat.get('p99'))} | "
+            f"{fmt_ms(lat.get('max'))} | {fmt_ms(lat.get('mean'))} | {fmt_ms(call.get('p50'))} | "
             f"{'—' if target is None else f'{target:g}'} | {met} |"
         )
     for skipped in document["skipped"]:

@@ -28,9 +28,9 @@ import traceback
 from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
+from bench.lifecycle import Managed
 from bench.scenario import BenchContext, Scenario, get_scenario, set_worker_index
 
 Conn = multiprocessing.connection.Connection
@@ -203,7 +203,7 @@ def split_workers(concurrency: int, processes: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(active)]
 
 
-class LoadGenPool:
+class LoadGenPool(Managed):
     """``processes`` spawned load-generator processes, reused for every run."""
 
     def __init__(self, processes: int = 1, loop: str = "asyncio") -> None:
@@ -214,33 +214,20 @@ class LoadGenPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._children: list[tuple[multiprocessing.process.BaseProcess, Conn]] = []
 
-    def __enter__(self) -> LoadGenPool:
-        try:
-            for k in range(self.processes):
-                parent_end, child_end = self._ctx.Pipe()
-                proc = self._ctx.Process(
-                    target=child_main,
-                    args=(child_end, self.loop),
-                    name=f"bench-loadgen-{k}",
-                    daemon=True,
-                )
-                proc.start()
-                child_end.close()
-                self._children.append((proc, parent_end))
-        except BaseException:
-            self.close()
-            raise
-        return self
+    def start(self) -> None:
+        for k in range(self.processes):
+            parent_end, child_end = self._ctx.Pipe()
+            proc = self._ctx.Process(
+                target=child_main,
+                args=(child_end, self.loop),
+                name=f"bench-loadgen-{k}",
+                daemon=True,
+            )
+            proc.start()
+            child_end.close()
+            self._children.append((proc, parent_end))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def stop(self) -> None:
         for _, conn in self._children:
             with contextlib.suppress(OSError):
                 conn.send(None)

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime
 import gc
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -43,8 +42,8 @@ from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.services.cloudevents import CLOUDEVENTS_JSON, EventStatus, TopicEvent
 from layotto.testing.pubsub import CallbackApp, Route, serve_app, topic_stream
 
-from bench.harness import BenchOptions, _meta, _provide_backends, cleanup_external
-from bench.latency import summarize_ms, write_results
+from bench.harness import BenchOptions, _meta, _provide_backends, _stderr, cleanup_external
+from bench.latency import cancel_task, fmt_ms, summarize_ms, write_results
 from bench.scenarios.pubsub import (
     APP_ID,
     COMPONENT_BACKENDS,
@@ -357,9 +356,7 @@ async def _direct_memory(topic: str, arrivals: Arrivals) -> AsyncIterator[Publis
     try:
         yield prepare
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_task(task)
         await subscription.close()
         await pubsub.close()
 
@@ -400,9 +397,7 @@ async def _direct_redis(
     try:
         yield prepare
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_task(task)
         await reader.aclose()
         await producer.aclose()
 
@@ -454,9 +449,7 @@ async def _direct_kafka(
         try:
             yield prepare
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_task(task)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), 10)
@@ -505,10 +498,6 @@ async def _measure(
 
 
 # -- the run ---------------------------------------------------------------------------------
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_pubsub_latency(
@@ -638,9 +627,6 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:.2f}"
-
     for row in document["rows"]:
         lat = row["latency_ms"] or {}
         call = row["publish_call_ms"] or {}
@@ -649,9 +635,9 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         per_event = None if cpu is None or not row["messages"] else cpu * 1000 / row["messages"]
         lines.append(
             f"| {row['component_type']} | {row['how']} | {row['messages']} | {row['received']} "
-            f"| {row['missed']} | {row['duplicates']} | {fmt(lat.get('p50'))} "
-            f"| {fmt(lat.get('p90'))} | {fmt(lat.get('p99'))} | {fmt(lat.get('max'))} "
-            f"| {fmt(lat.get('mean'))} | {fmt(call.get('p50'))} | {fmt(per_event)} |"
+            f"| {row['missed']} | {row['duplicates']} | {fmt_ms(lat.get('p50'))} "
+            f"| {fmt_ms(lat.get('p90'))} | {fmt_ms(lat.get('p99'))} | {fmt_ms(lat.get('max'))} "
+            f"| {fmt_ms(lat.get('mean'))} | {fmt_ms(call.get('p50'))} | {fmt_ms(per_event)} |"
         )
     extra = added(document)
     if extra:

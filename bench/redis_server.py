@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from bench.lifecycle import Managed
 
 BINARY = "redis-server"
 START_TIMEOUT_S = 10.0
@@ -69,7 +70,7 @@ def server_version(host: str, port: int) -> str | None:
     return None
 
 
-class RedisServer:
+class RedisServer(Managed):
     """A ``redis-server`` subprocess on a free loopback port, for the duration of a ``with``."""
 
     def __init__(self, binary: str | None = None, *, host: str = "127.0.0.1") -> None:
@@ -90,22 +91,6 @@ class RedisServer:
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _log(self) -> str:
         if self._workdir is None:

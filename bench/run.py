@@ -192,12 +192,8 @@ def _latency_main(args: argparse.Namespace) -> int:
         writes=args.writes,
         redis_address=args.redis_address,
     )
-    try:
-        options.validate()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return _report_latency(
+        options.validate,
         lambda: run_latency(options),
         render_latency,
         write_latency_results,
@@ -223,12 +219,8 @@ def _pubsub_latency_main(args: argparse.Namespace) -> int:
         redis_address=args.redis_address,
         kafka_address=args.kafka_address,
     )
-    try:
-        options.validate()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return _report_latency(
+        options.validate,
         lambda: run_pubsub_latency(options),
         render_latency,
         write_pubsub_latency_results,
@@ -238,13 +230,20 @@ def _pubsub_latency_main(args: argparse.Namespace) -> int:
 
 
 def _report_latency(
+    validate: Callable[[], None],
     run: Callable[[], Mapping[str, Any]],
     render: Callable[[Mapping[str, Any]], str],
     write: Callable[[Mapping[str, Any], Path], Path],
     problems: Callable[[Mapping[str, Any]], list[str]],
     args: argparse.Namespace,
 ) -> int:
-    """Run a latency mode, print its tables, write its files, exit 1 on any problem."""
+    """Check the options (exit 2), run a latency mode, print its tables, write its files,
+    exit 1 on any problem."""
+    try:
+        validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         document = run()
     except (SidecarError, RedisServerError) as err:

@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
+from bench.lifecycle import Managed
+
 READY_MSG = "layotto is ready"
 
 
@@ -52,7 +54,7 @@ def read_vm_hwm(pid: int) -> int | None:
     return None
 
 
-class Sidecar:
+class Sidecar(Managed):
     """Spawn the sidecar, wait for readiness, sample its CPU and RSS, SIGTERM it at the end.
 
     The sidecar runs in its own session, so a Ctrl-C at the terminal reaches only the harness,
@@ -108,21 +110,13 @@ class Sidecar:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> Sidecar:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        super().__exit__(exc_type, exc, tb)
         if self._check_exit and exc is None and self.exit_code != 0:
             raise SidecarError(
                 f"sidecar exited {self.exit_code} after SIGTERM (expected 0); last log lines:\n"

@@ -1,0 +1,32 @@
+"""The ``with`` protocol of the processes the benchmark starts (backends, sidecar, load)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+
+class Managed:
+    """``with x:`` runs ``start()`` (then ``stop()`` if that fails) and ``stop()`` at the end."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> object:  # what it returns (the sidecar's exit code) is not used here
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
