@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from layotto.config_subscriptions import (
     DeclaredSubscription,
+    check_fields,
     dapr_subscription,
     native_subscription,
 )
@@ -304,12 +305,7 @@ def _native_component(entry: Any, source: str, index: int) -> ComponentConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: components[{index}] must be a mapping")
     label = f"component {entry.get('name', f'#{index}')!r}"
-    unknown = sorted(set(entry) - NATIVE_COMPONENT_FIELDS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: {label}: unknown field(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(sorted(NATIVE_COMPONENT_FIELDS))}"
-        )
+    check_fields(entry, NATIVE_COMPONENT_FIELDS, f"{source}: {label}")
     qualified = entry.get("type")
     if not isinstance(qualified, str) or "." not in qualified:
         raise ConfigError(
@@ -395,12 +391,7 @@ def _layotto_secret_refs(refs: Any, source: str, label: str) -> list[SecretRef]:
         where = f"{label}: secret_ref[{i}]"
         if not isinstance(ref, dict):
             raise ConfigError(f"{source}: {where} must be a mapping")
-        unknown = sorted(set(ref) - LAYOTTO_SECRET_REF_FIELDS)
-        if unknown:
-            raise ConfigError(
-                f"{source}: {where}: unknown field(s) {', '.join(map(repr, unknown))}; "
-                f"expected {', '.join(sorted(LAYOTTO_SECRET_REF_FIELDS))}"
-            )
+        check_fields(ref, LAYOTTO_SECRET_REF_FIELDS, f"{source}: {where}")
         values = {f: ref.get(f) or "" for f in LAYOTTO_SECRET_REF_FIELDS}
         if not all(isinstance(v, str) for v in values.values()) or not values["key"]:
             raise ConfigError(

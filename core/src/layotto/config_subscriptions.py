@@ -25,6 +25,16 @@ SPEC_FIELDS = frozenset(
 NATIVE_FIELDS = SPEC_FIELDS | {"name", "scopes"}
 
 
+def check_fields(entry: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    """Refuse a config mapping with fields outside `allowed`, naming them and the expected."""
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(sorted(allowed))}"
+        )
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,12 +100,7 @@ def native_subscription(
     where = f"subscriptions[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {where} must be a mapping")
-    unknown = sorted(set(entry) - NATIVE_FIELDS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: {where}: unknown field(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(sorted(NATIVE_FIELDS))}"
-        )
+    check_fields(entry, NATIVE_FIELDS, f"{source}: {where}")
     name = entry.get("name", f"{entry.get('pubsubname')}-{entry.get('topic')}")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: {where}: field 'name' must be a non-empty string")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from layotto._proto.spec.proto.runtime import v1 as pb
-from layotto.api.app_channel import AppSubscription, delivery_errors
+from layotto.api.app_channel import AppSubscription, cloudevent_fields, delivery_errors
 from layotto.api.app_channel import to_status as _to_status
 from layotto.api.app_connection import AppConnection
 from layotto.api.dapr_app_callback import DaprAppChannel
@@ -41,12 +41,7 @@ ON_TOPIC_EVENT_PATH = "/spec.proto.runtime.v1.AppCallback/OnTopicEvent"
 
 def to_topic_event_request(event: TopicEvent) -> pb.TopicEventRequest:
     return pb.TopicEventRequest(
-        id=event.id,
-        source=event.source,
-        type=event.type,
-        spec_version=event.specversion,
-        data_content_type=event.datacontenttype,
-        data=event.data,
+        **cloudevent_fields(event),
         topic=event.topic,
         pubsub_name=event.pubsubname,
         metadata=dict(event.metadata),

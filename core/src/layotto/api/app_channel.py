@@ -13,7 +13,7 @@ an answer later than the delivery timeout included.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from layotto.api.cel_match import CelError, CelSyntaxError, Match, compile_match
 from layotto.config_subscriptions import DeclaredSubscription
 from layotto.errors import Unsupported
+from layotto.plugin import RAW_PAYLOAD_METADATA
 from layotto.services.cloudevents import EventStatus, TopicEvent, as_envelope
 from layotto.services.pubsub_delivery import AppUnavailable
 
@@ -85,6 +86,15 @@ class BulkSubscribe:
     max_messages: int = DEFAULT_BULK_MAX_MESSAGES
     max_await_seconds: float = DEFAULT_BULK_MAX_AWAIT_MS / 1000
 
+    @classmethod
+    def of(cls, max_messages: int, max_await_ms: int) -> BulkSubscribe:
+        """Dapr's bulk settings, a count or wait that is not positive meaning the default."""
+        return cls(
+            max_messages=max_messages if max_messages > 0 else DEFAULT_BULK_MAX_MESSAGES,
+            max_await_seconds=(max_await_ms if max_await_ms > 0 else DEFAULT_BULK_MAX_AWAIT_MS)
+            / 1000,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AppSubscription:
@@ -101,6 +111,12 @@ class AppSubscription:
     # Dapr's subscription type, as metadata shows it: the app listed it (PROGRAMMATIC) or the
     # operator declared it (DECLARATIVE).
     origin: str = "PROGRAMMATIC"
+    # Whether events go to the app as raw payloads (not CloudEvents), read once from metadata.
+    raw_payload: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = (self.metadata.get(RAW_PAYLOAD_METADATA) or "").strip().lower()
+        object.__setattr__(self, "raw_payload", raw in ("1", "true", "yes", "on"))
 
     def route(self, event: TopicEvent) -> str | None:
         """The path `event` is delivered to, or None when no route takes it."""
@@ -125,10 +141,7 @@ def declared_subscription(declared: DeclaredSubscription) -> AppSubscription:
     where = f"{declared.source}: subscription {declared.name!r}"
     bulk = None
     if declared.bulk is not None:
-        bulk = BulkSubscribe(
-            max_messages=declared.bulk.max_messages or DEFAULT_BULK_MAX_MESSAGES,
-            max_await_seconds=(declared.bulk.max_await_ms or DEFAULT_BULK_MAX_AWAIT_MS) / 1000,
-        )
+        bulk = BulkSubscribe.of(declared.bulk.max_messages, declared.bulk.max_await_ms)
     return AppSubscription(
         declared.pubsub_name,
         declared.topic,
@@ -164,6 +177,49 @@ class AppChannel(Protocol):
     async def deliver_bulk(
         self, events: Sequence[TopicEvent], subscription: AppSubscription
     ) -> list[EventStatus | int]: ...
+
+
+def log_unrouted(event: TopicEvent, subscription: AppSubscription) -> None:
+    log.info(
+        "event %s on %s/%s matches no route: not delivered",
+        event.id,
+        subscription.pubsub_name,
+        subscription.topic,
+    )
+
+
+async def deliver_by_route(
+    events: Sequence[TopicEvent],
+    subscription: AppSubscription,
+    deliver: Callable[[Sequence[TopicEvent], str], Awaitable[list[EventStatus | int]]],
+) -> list[EventStatus | int]:
+    """A bulk delivery: `deliver` called once per matched route (usually one) with that
+    route's events, statuses answered in `events`' order; an event no route takes is DROP."""
+    statuses: list[EventStatus | int] = [EventStatus.DROP] * len(events)
+    by_path: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        path = subscription.route(event)
+        if path is None:
+            log_unrouted(event, subscription)
+            continue
+        by_path.setdefault(path, []).append(index)
+    for path, indexes in by_path.items():
+        answered = await deliver([events[i] for i in indexes], path)
+        for index, status in zip(indexes, answered, strict=True):
+            statuses[index] = status
+    return statuses
+
+
+def cloudevent_fields(event: TopicEvent) -> dict[str, Any]:
+    """The CloudEvent attributes as the callback protos (Layotto's and Dapr's) name them."""
+    return {
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "spec_version": event.specversion,
+        "data_content_type": event.datacontenttype,
+        "data": event.data,
+    }
 
 
 def to_status(value: int) -> EventStatus | int:

@@ -18,16 +18,16 @@ from grpclib.const import Status
 from layotto._proto.dapr.proto.runtime import v1 as dapr
 from layotto._proto.google.protobuf import Struct
 from layotto.api.app_channel import (
-    DEFAULT_BULK_MAX_AWAIT_MS,
-    DEFAULT_BULK_MAX_MESSAGES,
     AppSubscription,
     BulkSubscribe,
+    cloudevent_fields,
     compile_rule,
+    deliver_by_route,
     delivery_errors,
+    log_unrouted,
     to_status,
 )
 from layotto.api.app_connection import AppConnection
-from layotto.plugin import RAW_PAYLOAD_METADATA
 from layotto.services.cloudevents import EventStatus, TopicEvent
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,8 @@ def to_subscription(sub: dapr.TopicSubscription) -> AppSubscription:
     routes = sub.routes or dapr.TopicRoutes()
     bulk = None
     if sub.bulk_subscribe is not None and sub.bulk_subscribe.enabled:
-        count = sub.bulk_subscribe.max_messages_count
-        await_ms = sub.bulk_subscribe.max_await_duration_ms
-        bulk = BulkSubscribe(
-            max_messages=count if count > 0 else DEFAULT_BULK_MAX_MESSAGES,
-            max_await_seconds=(await_ms if await_ms > 0 else DEFAULT_BULK_MAX_AWAIT_MS) / 1000,
+        bulk = BulkSubscribe.of(
+            sub.bulk_subscribe.max_messages_count, sub.bulk_subscribe.max_await_duration_ms
         )
     return AppSubscription(
         sub.pubsub_name,
@@ -86,12 +83,7 @@ def extensions_struct(extensions: Mapping[str, Any]) -> Struct:
 
 def to_topic_event_request(event: TopicEvent, path: str) -> dapr.TopicEventRequest:
     return dapr.TopicEventRequest(
-        id=event.id,
-        source=event.source,
-        type=event.type,
-        spec_version=event.specversion,
-        data_content_type=event.datacontenttype,
-        data=event.data,
+        **cloudevent_fields(event),
         topic=event.topic,
         pubsub_name=event.pubsubname,
         path=path,
@@ -110,12 +102,7 @@ def to_bulk_entry(event: TopicEvent, entry_id: str, raw: bool) -> dapr.TopicEven
     return dapr.TopicEventBulkRequestEntry(
         entry_id=entry_id,
         cloud_event=dapr.TopicEventCeRequest(
-            id=event.id,
-            source=event.source,
-            type=event.type,
-            spec_version=event.specversion,
-            data_content_type=event.datacontenttype,
-            data=event.data,
+            **cloudevent_fields(event),
             extensions=extensions_struct(event.extensions),
         ),
         content_type=event.datacontenttype,
@@ -143,10 +130,6 @@ def event_headers(event: TopicEvent) -> dict[str, str]:
     return headers
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class DaprAppChannel:
     surface = "dapr"
 
@@ -170,7 +153,7 @@ class DaprAppChannel:
     async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
         path = subscription.route(event)
         if path is None:
-            _log_unrouted(event, subscription)
+            log_unrouted(event, subscription)
             return EventStatus.DROP
         with delivery_errors("OnTopicEvent"):
             response = await self._connection.call(
@@ -187,24 +170,14 @@ class DaprAppChannel:
     ) -> list[EventStatus | int]:
         """One OnBulkTopicEvent per matched route (usually one), statuses in `events`' order.
         An entry the app does not answer for is RETRY; an event no route takes is DROP."""
-        statuses: list[EventStatus | int] = [EventStatus.DROP] * len(events)
-        by_path: dict[str, list[int]] = {}
-        for index, event in enumerate(events):
-            path = subscription.route(event)
-            if path is None:
-                _log_unrouted(event, subscription)
-                continue
-            by_path.setdefault(path, []).append(index)
-        for path, indexes in by_path.items():
-            answered = await self._bulk([events[i] for i in indexes], subscription, path)
-            for index, status in zip(indexes, answered, strict=True):
-                statuses[index] = status
-        return statuses
+        return await deliver_by_route(
+            events, subscription, lambda routed, path: self._bulk(routed, subscription, path)
+        )
 
     async def _bulk(
         self, events: Sequence[TopicEvent], subscription: AppSubscription, path: str
     ) -> list[EventStatus | int]:
-        raw = _truthy(subscription.metadata.get(RAW_PAYLOAD_METADATA))
+        raw = subscription.raw_payload
         entry_ids = [str(uuid.uuid4()) for _ in events]
         request = dapr.TopicEventBulkRequest(
             id=str(uuid.uuid4()),
@@ -230,12 +203,3 @@ class DaprAppChannel:
         return await self._connection.call(
             path, request, dapr.TopicEventBulkResponse, within=self._timeout
         )
-
-
-def _log_unrouted(event: TopicEvent, subscription: AppSubscription) -> None:
-    log.info(
-        "event %s on %s/%s matches no route: not delivered",
-        event.id,
-        subscription.pubsub_name,
-        subscription.topic,
-    )

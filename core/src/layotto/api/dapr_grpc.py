@@ -31,7 +31,7 @@ from layotto.api.dapr_pubsub_grpc import (
     DaprPublishHandler,
     DaprTopicEventStreams,
 )
-from layotto.api.invoke_grpc import InvokeEdge, verb_name
+from layotto.api.invoke_grpc import InvokeEdge, rpc_request
 from layotto.api.rich_errors import about
 from layotto.errors import InvalidArgument
 from layotto.plugin import LockStatus
@@ -89,18 +89,8 @@ def _invoke_request(
     """The call is bounded by the caller's gRPC deadline, as daprd bounds it; without one, by
     the same default as Dapr's HTTP invocation."""
     message = request.message or common.InvokeRequest()
-    extension = message.http_extension
-    return RpcRequest(
-        app_id=request.id,
-        method=message.method,
-        # For raw bytes the Any has no type_url; only the value is used (as upstream).
-        data=message.data.value if message.data is not None else b"",
-        content_type=message.content_type,
-        headers=headers,
-        verb=verb_name(extension.verb) if extension is not None else "",
-        query_string=extension.querystring if extension is not None else "",
-        timeout=seconds_left if seconds_left is not None else INVOKE_TIMEOUT_SECONDS,
-    )
+    timeout = seconds_left if seconds_left is not None else INVOKE_TIMEOUT_SECONDS
+    return rpc_request(request.id, message, headers, timeout)
 
 
 def _invoke_response(response: RpcResponse) -> common.InvokeResponse:

@@ -21,15 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from layotto.api.app_channel import (
-    DEFAULT_BULK_MAX_AWAIT_MS,
-    DEFAULT_BULK_MAX_MESSAGES,
     AppSubscription,
     BulkSubscribe,
     compile_rule,
+    deliver_by_route,
+    log_unrouted,
 )
 from layotto.api.dapr_app_callback import BULK_EVENT_TYPE, event_headers
 from layotto.api.http_app_connection import HttpAnswer, HttpAppConnection, delivery_errors
-from layotto.plugin import RAW_PAYLOAD_METADATA
 from layotto.services.cloudevents import EventStatus, TopicEvent, envelope_json
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,9 @@ def _strings(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
-def _positive(value: Any, default: int) -> int:
-    positive = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return value if positive else default
+def _int(value: Any) -> int:
+    """A JSON integer as is; anything else 0 (the default, to `BulkSubscribe.of`)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def to_subscription(entry: Mapping[str, Any]) -> AppSubscription | None:
@@ -72,12 +71,8 @@ def to_subscription(entry: Mapping[str, Any]) -> AppSubscription | None:
     bulk = None
     bulk_entry = entry.get("bulkSubscribe")
     if isinstance(bulk_entry, Mapping) and bulk_entry.get("enabled") is True:
-        bulk = BulkSubscribe(
-            max_messages=_positive(bulk_entry.get("maxMessagesCount"), DEFAULT_BULK_MAX_MESSAGES),
-            max_await_seconds=_positive(
-                bulk_entry.get("maxAwaitDurationMs"), DEFAULT_BULK_MAX_AWAIT_MS
-            )
-            / 1000,
+        bulk = BulkSubscribe.of(
+            _int(bulk_entry.get("maxMessagesCount")), _int(bulk_entry.get("maxAwaitDurationMs"))
         )
     dead_letter = entry.get("deadLetterTopic")
     return AppSubscription(
@@ -136,10 +131,6 @@ def event_status(answer: HttpAnswer, what: str) -> EventStatus | int:
     return _status_word(body.get("status", ""))
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class HttpAppChannel:
     surface = "http"
 
@@ -160,9 +151,9 @@ class HttpAppChannel:
     async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
         path = subscription.route(event)
         if path is None:
-            _log_unrouted(event, subscription)
+            log_unrouted(event, subscription)
             return EventStatus.DROP
-        if _truthy(subscription.metadata.get(RAW_PAYLOAD_METADATA)):
+        if subscription.raw_payload:
             body = event.data
             content_type = event.datacontenttype or "application/octet-stream"
         else:
@@ -179,24 +170,14 @@ class HttpAppChannel:
     ) -> list[EventStatus | int]:
         """One bulk POST per matched route (usually one), statuses in `events`' order. An
         entry the app does not answer for is RETRY; an event no route takes is DROP."""
-        statuses: list[EventStatus | int] = [EventStatus.DROP] * len(events)
-        by_path: dict[str, list[int]] = {}
-        for index, event in enumerate(events):
-            path = subscription.route(event)
-            if path is None:
-                _log_unrouted(event, subscription)
-                continue
-            by_path.setdefault(path, []).append(index)
-        for path, indexes in by_path.items():
-            answered = await self._bulk([events[i] for i in indexes], subscription, path)
-            for index, status in zip(indexes, answered, strict=True):
-                statuses[index] = status
-        return statuses
+        return await deliver_by_route(
+            events, subscription, lambda routed, path: self._bulk(routed, subscription, path)
+        )
 
     async def _bulk(
         self, events: Sequence[TopicEvent], subscription: AppSubscription, path: str
     ) -> list[EventStatus | int]:
-        raw = _truthy(subscription.metadata.get(RAW_PAYLOAD_METADATA))
+        raw = subscription.raw_payload
         entry_ids = [str(uuid.uuid4()) for _ in events]
         body = {
             "id": str(uuid.uuid4()),
@@ -252,12 +233,3 @@ def _bulk_statuses(body: bytes, entry_ids: Sequence[str]) -> list[EventStatus | 
         if isinstance(item, Mapping) and isinstance(item.get("entryId"), str):
             answered[item["entryId"]] = _status_word(item.get("status", ""))
     return [answered.get(entry_id, EventStatus.RETRY) for entry_id in entry_ids]
-
-
-def _log_unrouted(event: TopicEvent, subscription: AppSubscription) -> None:
-    log.info(
-        "event %s on %s/%s matches no route: not delivered",
-        event.id,
-        subscription.pubsub_name,
-        subscription.topic,
-    )

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from grpclib.server import Stream
 
+from layotto._proto.dapr.proto.common import v1 as dapr_common
 from layotto._proto.google.protobuf import Any as PbAny
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.grpc_guard import TOKEN_HEADERS
@@ -83,22 +84,33 @@ class InvokeEdge(Generic[RequestT, ResponseT]):
         await stream.send_message(self._to_response(response))
 
 
-def layotto_request(
-    request: pb.InvokeServiceRequest, headers: dict[str, str], seconds_left: float | None
+def rpc_request(
+    app_id: str,
+    message: pb.CommonInvokeRequest | dapr_common.InvokeRequest,
+    headers: dict[str, str],
+    timeout: float,
 ) -> RpcRequest:
-    """Layotto's timeout is the `rpc_request_timeout` header (layotto-semantics.md §5)."""
-    message = request.message or pb.CommonInvokeRequest()
+    """The call an invoke message of either API (the same fields) describes."""
     extension = message.http_extension
     return RpcRequest(
-        app_id=request.id,
+        app_id=app_id,
         method=message.method,
+        # For raw bytes the Any has no type_url; only the value is used (as upstream).
         data=message.data.value if message.data is not None else b"",
         content_type=message.content_type,
         headers=headers,
         verb=verb_name(extension.verb) if extension is not None else "",
         query_string=extension.querystring if extension is not None else "",
-        timeout=timeout_of(headers),
+        timeout=timeout,
     )
+
+
+def layotto_request(
+    request: pb.InvokeServiceRequest, headers: dict[str, str], seconds_left: float | None
+) -> RpcRequest:
+    """Layotto's timeout is the `rpc_request_timeout` header (layotto-semantics.md §5)."""
+    message = request.message or pb.CommonInvokeRequest()
+    return rpc_request(request.id, message, headers, timeout_of(headers))
 
 
 def layotto_response(response: RpcResponse) -> pb.InvokeResponse:

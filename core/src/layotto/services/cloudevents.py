@@ -293,6 +293,13 @@ def as_envelope(event: TopicEvent) -> dict[str, Any]:
     """The event as its CloudEvent envelope map (what Dapr routing rules see as `event`):
     the attributes, every extension, and `data` decoded as the content type says (JSON
     parsed, text as a string, anything else as bytes)."""
+    envelope = _envelope_attributes(event)
+    envelope["data"] = _decoded_data(event.data, event.datacontenttype)
+    return envelope
+
+
+def _envelope_attributes(event: TopicEvent) -> dict[str, Any]:
+    """Every extension, then the CloudEvent attributes (which no extension replaces)."""
     envelope: dict[str, Any] = dict(event.extensions)
     envelope.update(
         id=event.id,
@@ -301,34 +308,29 @@ def as_envelope(event: TopicEvent) -> dict[str, Any]:
         specversion=event.specversion,
         datacontenttype=event.datacontenttype,
     )
-    data: Any = event.data
-    if not is_binary(event.datacontenttype):
-        try:
-            text = event.data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        if text is not None:
-            data = text
-            if is_json(event.datacontenttype):
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    data = text
-    envelope["data"] = data
     return envelope
+
+
+def _decoded_data(data: bytes, content_type: str) -> Any:
+    """JSON parsed, text as a string, anything else (or what does not decode) as bytes."""
+    if is_binary(content_type):
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+    if not is_json(content_type):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def envelope_json(event: TopicEvent) -> bytes:
     """The event's CloudEvent as the JSON body an HTTP app receives (daprd posts the envelope
     as published): the attributes, every extension, and the data as `data`, or as
     `data_base64` when it is binary (the same rule as publishing)."""
-    body: dict[str, Any] = dict(event.extensions)
-    body.update(
-        id=event.id,
-        source=event.source,
-        type=event.type,
-        specversion=event.specversion,
-        datacontenttype=event.datacontenttype,
-    )
+    body = _envelope_attributes(event)
     _put_data(body, event.data, event.datacontenttype)
     return json.dumps(body, separators=(",", ":")).encode()
