@@ -37,7 +37,7 @@ from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices, SidecarControl, build_grpc_services
 from layotto.api.http_app import HttpContext, build_http_app
 from layotto.api.http_app_channel import HttpAppChannel
-from layotto.api.http_app_connection import HEALTH_CHECK_PATH, HttpAppConnection
+from layotto.api.http_app_connection import HttpAppConnection
 from layotto.api.http_binding_callback import HttpBindingCallbackClient
 from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
@@ -193,11 +193,9 @@ class Runtime:
                 finally:
                     self.config_watchers = None
         finally:
-            if isinstance(connection, HttpAppConnection):
+            if connection is not None:
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
-            elif connection is not None:
-                connection.close()
             await self.components.close()
         log.info("layotto stopped")
 
@@ -205,14 +203,9 @@ class Runtime:
         """An invocation addressed to our own app id: the app's Dapr OnInvoke, or the HTTP
         call itself for an HTTP app. Refused at once while the app fails its health checks,
         as daprd short-circuits it."""
-        # A component module (`rpc.grpc`): loaded only when there is an app to invoke.
-        from layotto.builtin.rpc_grpc import call_app_on_invoke
-
         if self.app_health is not None and self.app_health.refuses_calls:
             raise BackendUnavailable("app is not in a healthy state", reason="ERR_DIRECT_INVOKE")
-        if isinstance(connection, HttpAppConnection):
-            return await connection.invoke(request)
-        return await call_app_on_invoke(connection.channel, request, metadata=connection.metadata)
+        return await connection.invoke(request)
 
     async def _serve_api(
         self,
@@ -265,7 +258,7 @@ class Runtime:
             self.app_health = AppHealth(
                 connection,
                 self.health,
-                check_path=HEALTH_CHECK_PATH if isinstance(connection, HttpAppConnection) else "",
+                check_path=connection.health_check_path,
             )
             actors.append(self.app_health)
             channel, binding_app = _app_clients(config, connection, services)

@@ -25,6 +25,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from layotto._proto.dapr.proto.runtime import v1 as dapr
 from layotto._proto.google.protobuf import Empty
 from layotto.backoff import backoff_delay
+from layotto.plugin.rpc import RpcRequest, RpcResponse
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,21 @@ class AppConnection:
         self.metadata = app_call_metadata(api_token)
         self.channel = Channel(host, port)
 
+    # Shown as `healthCheckPath` in the metadata: daprd has none for gRPC apps.
+    health_check_path = ""
+
     def close(self) -> None:
         self.channel.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def invoke(self, request: RpcRequest) -> RpcResponse:
+        """An invocation of the app itself: Dapr's `AppCallback/OnInvoke`."""
+        # A component module (`rpc.grpc`): loaded only when there is an app to invoke.
+        from layotto.builtin.rpc_grpc import call_app_on_invoke
+
+        return await call_app_on_invoke(self.channel, request, metadata=self.metadata)
 
     async def call(
         self,

@@ -69,6 +69,8 @@ class HttpAppConnection:
             follow_redirects=False,
         )
 
+    health_check_path = HEALTH_CHECK_PATH
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

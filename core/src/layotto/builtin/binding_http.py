@@ -61,6 +61,7 @@ from layotto.plugin import (
 )
 from layotto.plugin.addresses import is_pem
 from layotto.plugin.durations import Duration
+from layotto.plugin.flags import is_truthy
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BODY = 100 * 1024 * 1024  # Dapr's 100Mi
@@ -204,11 +205,6 @@ def _load_client_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
                     os.unlink(path)
 
 
-def _truthy(value: str) -> bool:
-    # Dapr's utils.IsTruthy.
-    return value.strip().lower() in ("y", "yes", "true", "t", "on", "1")
-
-
 class HttpBinding(OutputBinding):
     def __init__(self, metadata: HttpBindingMetadata, context: ComponentContext) -> None:
         self.metadata = metadata
@@ -296,7 +292,7 @@ class HttpBinding(OutputBinding):
         metadata = request.metadata
         error_if_not_2xx = self.metadata.error_if_not_2xx
         if metadata.get("errorIfNot2XX"):
-            error_if_not_2xx = _truthy(metadata["errorIfNot2XX"])
+            error_if_not_2xx = is_truthy(metadata["errorIfNot2XX"])
         try:
             outgoing = client.build_request(
                 method,

@@ -31,6 +31,7 @@ from layotto.plugin import (
     PubSubFeature,
     SubscribeRequest,
 )
+from layotto.plugin.flags import is_truthy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.cloudevents import (
     CLOUDEVENTS_JSON,
@@ -45,10 +46,6 @@ from layotto.services.pubsub_delivery import Deliver, DeliveryLoop, DeliveryPoli
 COMPONENT = "the pub/sub component"
 _NO_KEYS = KeyPrefix("")  # topics are not prefixed
 CLAIM_WAIT_SECONDS = 2.0
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +126,7 @@ class PubSubService:
     ) -> Published:
         pubsub = self._resolve_topic(pubsub_name, topic)
         meta = dict(metadata or {})
-        if _truthy(meta.get(RAW_PAYLOAD_METADATA)):
+        if is_truthy(meta.get(RAW_PAYLOAD_METADATA)):
             # Sent as it is; the id travels as a header so a subscriber that wraps the raw
             # payload can give it the same id.
             event_id = meta.get(OVERRIDE_PREFIX + "id") or str(uuid.uuid4())

@@ -45,6 +45,7 @@ from layotto.plugin import (
     SubscribeRequest,
     Subscription,
 )
+from layotto.plugin.flags import is_truthy
 from layotto.services.cloudevents import CLOUDEVENTS_JSON, EventStatus, TopicEvent, parse
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,6 @@ def _as_failure(err: Exception) -> LayottoError:
     return BackendUnavailable(f"the subscription failed ({type(err).__name__})")
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass
 class DeliveryLoop:
     """Runs one subscription: subscribe, receive, deliver, ack; resubscribe after a failure."""
@@ -144,7 +141,7 @@ class DeliveryLoop:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
 
     def __post_init__(self) -> None:
-        self._raw = _truthy(self.request.metadata.get(RAW_PAYLOAD_METADATA))
+        self._raw = is_truthy(self.request.metadata.get(RAW_PAYLOAD_METADATA))
         self._stopping = anyio.Event()
         self.finished = anyio.Event()  # set when `run` returns
         self._receive_scope: anyio.CancelScope | None = None
