@@ -15,7 +15,6 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 from layotto._proto.spec.proto.runtime import v1 as pb
-from layotto.actors.http_server import HttpServer
 from layotto.builtin.binding_http import (
     OPERATIONS,
     HttpBinding,
@@ -34,6 +33,7 @@ from layotto.plugin import (
     Kind,
 )
 from layotto.testing.runtime import run_sidecar
+from layotto_core_test_helpers import read_body, serve_asgi
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -50,12 +50,7 @@ def anyio_backend() -> str:
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Echoes the request as JSON; `/status/N` answers N; `/big` a 1 MiB body; `/slow` waits."""
     assert scope["type"] == "http"
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
+    body = await read_body(receive)
     path: str = scope["path"]
     status, payload = 200, b""
     headers = [(b"content-type", b"application/json"), (b"x-reply", b"yes")]
@@ -83,11 +78,8 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture(scope="module")
 async def server_url() -> AsyncIterator[str]:
-    server = HttpServer(echo_app, "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        yield f"http://127.0.0.1:{server.bound_port}"
-        await server.stop()
+    async with serve_asgi(echo_app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @asynccontextmanager

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
 import pytest
-from layotto.actors.http_server import HttpServer
 from layotto.builtin.binding_cron import CronBinding, CronBindingMetadata
 from layotto.builtin.binding_http import OPERATIONS, HttpBinding, HttpBindingMetadata
 from layotto.plugin import (
@@ -25,6 +23,7 @@ from layotto.plugin import (
     OutputBinding,
 )
 from layotto.testing.conformance import InputBindingConformance, OutputBindingConformance
+from layotto_core_test_helpers import read_body, serve_asgi
 from starlette.types import Receive, Scope, Send
 
 ITEMS = "/items/"
@@ -39,12 +38,7 @@ class ItemServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await read_body(receive)
         path: str = scope["path"]
         method: str = scope["method"]
         if not path.startswith(ITEMS) or len(path) == len(ITEMS):
@@ -80,11 +74,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def item_server_url() -> AsyncIterator[str]:
-    server = HttpServer(ItemServer(), "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        yield f"http://127.0.0.1:{server.bound_port}"
-        await server.stop()
+    async with serve_asgi(ItemServer()) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 class TestHttpOutputBinding(OutputBindingConformance):

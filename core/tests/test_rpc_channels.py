@@ -19,14 +19,11 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Stream
-from layotto._proto.dapr.proto.common import v1 as dapr_common
 from layotto._proto.google.protobuf import Any as PbAny
 from layotto._proto.spec.proto.runtime import v1 as spec
-from layotto.actors.http_server import HttpServer
 from layotto.builtin.plugin import layotto_components
 from layotto.builtin.rpc_grpc import (
     GrpcChannel,
@@ -44,6 +41,7 @@ from layotto.plugin import (
 )
 from layotto.plugin.rpc import RpcChannel, RpcRequest, TargetError
 from layotto.testing.pubsub import serve_app
+from layotto_core_test_helpers import EchoApp, maybe_fail, read_body, serve_asgi, text_metadata
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -86,12 +84,7 @@ async def closing_server() -> AsyncIterator[str]:
 
 async def echo_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     assert scope["type"] == "http"
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
+    body = await read_body(receive)
     path: str = scope["path"]
     if path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
@@ -136,11 +129,8 @@ async def echo_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture(scope="module")
 async def http_target() -> AsyncIterator[str]:
-    server = HttpServer(echo_asgi, "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        yield f"127.0.0.1:{server.bound_port}"
-        await server.stop()
+    async with serve_asgi(echo_asgi) as port:
+        yield f"127.0.0.1:{port}"
 
 
 @asynccontextmanager
@@ -303,18 +293,6 @@ async def test_http_pool_bound_queues_calls(http_target: str) -> None:
     assert len(set(ports)) == 1
 
 
-async def test_http_connection_refused_is_unavailable_fast() -> None:
-    port = free_port()
-    async with http_channel() as channel:
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailable) as info:
-            await channel.invoke(request(timeout=5), f"127.0.0.1:{port}")
-    assert time.monotonic() - started < 1
-    assert "connection refused" in info.value.message
-    assert "127.0.0.1" not in info.value.message
-    assert str(port) not in info.value.message
-
-
 async def test_http_unknown_host_is_unavailable() -> None:
     async with http_channel() as channel:
         with pytest.raises(BackendUnavailable) as info:
@@ -454,61 +432,6 @@ async def test_http2_prior_knowledge() -> None:
 # -- gRPC: a Dapr app (OnInvoke) and a stand-in for the target's sidecar ----------------------
 
 
-def _text_metadata(stream: Stream[Any, Any]) -> dict[str, str]:
-    return {k: v for k, v in (stream.metadata or {}).items() if isinstance(v, str)}
-
-
-async def _maybe_fail(method: str) -> None:
-    if method.startswith("fail/"):
-        status = Status[method.split("/", 1)[1]]
-        raise GRPCError(status, "x")
-    if method == "crash":
-        raise RuntimeError("boom")
-    if method == "slow":
-        await anyio.sleep(5)
-
-
-class EchoApp:
-    """Dapr `AppCallback/OnInvoke`, echoing what it received, with an `x-reply` header."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return {
-            "/dapr.proto.runtime.v1.AppCallback/OnInvoke": Handler(
-                self.on_invoke,
-                Cardinality.UNARY_UNARY,
-                dapr_common.InvokeRequest,
-                dapr_common.InvokeResponse,
-            )
-        }
-
-    async def on_invoke(
-        self, stream: Stream[dapr_common.InvokeRequest, dapr_common.InvokeResponse]
-    ) -> None:
-        self.calls += 1
-        message = await stream.recv_message()
-        assert message is not None
-        await _maybe_fail(message.method)
-        extension = message.http_extension
-        echo = {
-            "method": message.method,
-            "data": message.data.value.decode() if message.data else None,
-            "type_url": message.data.type_url if message.data else None,
-            "content_type": message.content_type,
-            "verb": extension.verb.name if extension else None,
-            "querystring": extension.querystring if extension else None,
-            "metadata": _text_metadata(stream),
-        }
-        await stream.send_initial_metadata(metadata={"x-reply": "app"})
-        await stream.send_message(
-            dapr_common.InvokeResponse(
-                data=PbAny(value=json.dumps(echo).encode()), content_type="application/json"
-            )
-        )
-
-
 class EchoSidecar:
     """`spec.proto.runtime.v1.Runtime/InvokeService` of the "other sidecar", echoing."""
 
@@ -529,7 +452,7 @@ class EchoSidecar:
         assert request_ is not None
         assert request_.message is not None
         message = request_.message
-        await _maybe_fail(message.method)
+        await maybe_fail(message.method)
         extension = message.http_extension
         echo = {
             "id": request_.id,
@@ -538,7 +461,7 @@ class EchoSidecar:
             "content_type": message.content_type,
             "verb": extension.verb.name if extension else None,
             "querystring": extension.querystring if extension else None,
-            "metadata": _text_metadata(stream),
+            "metadata": text_metadata(stream),
         }
         await stream.send_initial_metadata(metadata={"x-reply": "sidecar"})
         await stream.send_message(
@@ -695,10 +618,15 @@ async def test_grpc_target_crash_is_internal(app_address: str) -> None:
     assert info.value.category is ErrorCategory.INTERNAL
 
 
-@pytest.mark.parametrize("target", ["app", "sidecar"])
-async def test_grpc_refused_is_unavailable_fast(target: str) -> None:
+@pytest.mark.parametrize("kind", ["http", "grpc-app", "grpc-sidecar"])
+async def test_connection_refused_is_unavailable_fast(kind: str) -> None:
     port = free_port()
-    async with grpc_channel(target=target) as channel:
+    channels = {
+        "http": http_channel,
+        "grpc-app": lambda: grpc_channel(target="app"),
+        "grpc-sidecar": lambda: grpc_channel(target="sidecar"),
+    }
+    async with channels[kind]() as channel:
         started = time.monotonic()
         with pytest.raises(BackendUnavailable) as info:
             await channel.invoke(request(timeout=5), f"127.0.0.1:{port}")

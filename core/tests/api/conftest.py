@@ -5,6 +5,7 @@ The runtime runs on asyncio (grpclib is asyncio-only) under the anyio pytest plu
 * `sidecar`: a running runtime plus its ports and a `stopped` event (set when `serve` returns);
 * `runtime`: the `Runtime` of `sidecar`;
 * `stub` / `http`: a grpclib `RuntimeStub` and an `httpx.AsyncClient` pointed at it;
+* `dapr`: a Dapr SDK (grpcio) `DaprStub` pointed at it;
 * `start_sidecar`: an async context manager factory, for tests that need a second runtime or
   want to control shutdown themselves;
 * `slow_kit`: a catalog holding a `state.slow` store whose calls take a configurable time.
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import grpc
 import grpclib.const
 import httpx
 import pytest
+from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from grpclib.client import Channel
 from layotto._proto.spec.proto.extension.v1 import cryption, delay_queue, email, phone, s3, sms
 from layotto._proto.spec.proto.runtime import v1 as pb
@@ -85,6 +88,13 @@ async def channel(sidecar: Sidecar) -> AsyncIterator[Channel]:
         yield chan
     finally:
         chan.close()
+
+
+@pytest.fixture
+async def dapr(sidecar: Sidecar) -> AsyncIterator[dapr_pb2_grpc.DaprStub]:
+    """A Dapr SDK (grpcio) `DaprStub` pointed at `sidecar`."""
+    async with grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan:
+        yield dapr_pb2_grpc.DaprStub(chan)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from layotto.services.cloudevents import EventStatus, TopicEvent
 from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
 from layotto.testing.pubsub import CallbackApp, Route, publish
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_api_test_helpers import send, until
 
 pytestmark = pytest.mark.anyio
 
@@ -189,25 +190,6 @@ def routes(*rules: tuple[str, str], default: str = "") -> dapr.TopicRoutes:
     return dapr.TopicRoutes(
         rules=[dapr.TopicRule(match=m, path=p) for m, p in rules], default=default
     )
-
-
-async def send(sidecar: Sidecar, topic: str, data: Any, **metadata: str) -> str:
-    channel = sidecar.channel()
-    try:
-        return await publish(
-            channel, PUBSUB, topic, json.dumps(data).encode(), metadata=metadata or None
-        )
-    finally:
-        channel.close()
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `check` (state with no event to wait on: counters, readiness) until it holds."""
-    for _ in range(int(within / 0.02)):
-        if check():
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 def stats(sidecar: Sidecar, topic: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Behaviour: dapr-compat.md sections 1.2, 3 and 4 (codes, reasons, rich details)."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -31,10 +31,6 @@ from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Handler
-from grpclib.server import Stream
-from layotto._proto.dapr.proto.common import v1 as dapr_common
-from layotto._proto.google.protobuf import Any as PbAny
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.actors.http_server import HttpServer
 from layotto.builtin.memory_lock import InMemoryLockMetadata, InMemoryLockStore
@@ -49,6 +45,8 @@ from layotto.plugin import (
 from layotto.plugins import PluginInfo, load_catalog
 from layotto.testing.pubsub import serve_app
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_api_test_helpers import expect
+from layotto_core_test_helpers import EchoApp
 from starlette.types import Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
@@ -108,22 +106,6 @@ CONFIG = _config(
 @pytest.fixture
 def runtime_options() -> Mapping[str, Any]:
     return {"config": CONFIG, "catalog": _catalog()}
-
-
-@pytest.fixture
-async def dapr(sidecar: Sidecar) -> AsyncIterator[dapr_pb2_grpc.DaprStub]:
-    async with grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan:
-        yield dapr_pb2_grpc.DaprStub(chan)
-
-
-async def expect(call: Any, code: grpc.StatusCode, *fragments: str) -> grpc.aio.AioRpcError:
-    with anyio.fail_after(10), pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    err = info.value
-    assert err.code() is code, f"{err.code()}: {err.details()}"
-    for fragment in fragments:
-        assert fragment in (err.details() or ""), f"{fragment!r} not in {err.details()!r}"
-    return err
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
@@ -491,41 +473,6 @@ async def test_the_port_lists_and_serves_the_dapr_service(channel: Channel) -> N
 
 
 # -- invoke and bindings: against a real app and a real HTTP server ------------------------
-
-
-class EchoApp:
-    """The app's Dapr `AppCallback/OnInvoke`, echoing what it received, with a header."""
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return {
-            "/dapr.proto.runtime.v1.AppCallback/OnInvoke": Handler(
-                self.on_invoke,
-                Cardinality.UNARY_UNARY,
-                dapr_common.InvokeRequest,
-                dapr_common.InvokeResponse,
-            )
-        }
-
-    async def on_invoke(
-        self, stream: Stream[dapr_common.InvokeRequest, dapr_common.InvokeResponse]
-    ) -> None:
-        message = await stream.recv_message()
-        assert message is not None
-        extension = message.http_extension
-        echo = {
-            "method": message.method,
-            "data": message.data.value.decode() if message.data else None,
-            "content_type": message.content_type,
-            "verb": extension.verb.name if extension else None,
-            "querystring": extension.querystring if extension else None,
-            "metadata": {k: v for k, v in (stream.metadata or {}).items() if isinstance(v, str)},
-        }
-        await stream.send_initial_metadata(metadata={"x-reply": "app"})
-        await stream.send_message(
-            dapr_common.InvokeResponse(
-                data=PbAny(value=json.dumps(echo).encode()), content_type="application/json"
-            )
-        )
 
 
 async def test_invoke_service_reaches_the_app_and_returns_its_headers() -> None:

@@ -21,11 +21,10 @@ from dapr.proto.runtime.v1 import (
     metadata_pb2,
     pubsub_pb2,
 )
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.config import RuntimeConfig, embedded_default_components
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_api_test_helpers import expect, reason
 
 pytestmark = pytest.mark.anyio
 
@@ -60,27 +59,6 @@ async def dapr_stub(**options: Any) -> AsyncIterator[tuple[Sidecar, dapr_pb2_grp
 async def dapr() -> AsyncIterator[dapr_pb2_grpc.DaprStub]:
     async with dapr_stub() as (_, stub):
         yield stub
-
-
-async def expect(call: Any, code: grpc.StatusCode, *fragments: str) -> grpc.aio.AioRpcError:
-    with anyio.fail_after(10), pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    err = info.value
-    assert err.code() is code, f"{err.code()}: {err.details()}"
-    for fragment in fragments:
-        assert fragment in (err.details() or ""), f"{fragment!r} not in {err.details()!r}"
-    return err
-
-
-def reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError("no ErrorInfo")
 
 
 async def publish(

@@ -14,13 +14,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from layotto.actors.http_server import HttpServer
 from layotto.config import RuntimeConfig
 from layotto.errors import ErrorCategory
 from layotto.plugin import ComponentContext, ComponentMetadata, ComponentSpec, Kind
 from layotto.plugin.rpc import RpcChannel, RpcRequest, RpcResponse, TargetError
 from layotto.plugins import PluginInfo, load_catalog
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_core_test_helpers import serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -76,14 +76,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def target_port() -> AsyncIterator[int]:
-    server = HttpServer(TARGET_APP, "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        assert server.bound_port is not None
-        try:
-            yield server.bound_port
-        finally:
-            await server.stop()
+    async with serve_asgi(TARGET_APP) as port:
+        yield port
 
 
 def invoke_config(target_port: int) -> RuntimeConfig:

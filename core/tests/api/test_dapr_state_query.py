@@ -5,7 +5,7 @@ generated stubs and with `DaprClient.query_state`, and `POST /v1.0-alpha1/state/
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import anyio
@@ -15,13 +15,12 @@ import pytest
 from dapr.clients import DaprClient
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from layotto.builtin.memory_state import InMemoryStateMetadata, InMemoryStateStore
 from layotto.config import ComponentConfig, RuntimeConfig, embedded_default_components
 from layotto.plugin import ComponentContext, ComponentSpec, Feature, Kind
 from layotto.plugins import PluginInfo, load_catalog
 from layotto.testing.runtime import Sidecar
+from layotto_api_test_helpers import reason
 
 pytestmark = [
     pytest.mark.anyio,
@@ -72,26 +71,9 @@ def runtime_options() -> Mapping[str, Any]:
     return {"config": CONFIG, "catalog": _catalog()}
 
 
-@pytest.fixture
-async def dapr(sidecar: Sidecar) -> AsyncIterator[dapr_pb2_grpc.DaprStub]:
-    async with grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan:
-        yield dapr_pb2_grpc.DaprStub(chan)
-
-
 async def seed(http: httpx.AsyncClient) -> None:
     items = [{"key": key, "value": doc} for key, doc in EMPLOYEES.items()]
     assert (await http.post(f"/v1.0/state/{STORE}", json=items)).status_code == 204
-
-
-def reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    raise AssertionError("no ErrorInfo")
 
 
 # -- gRPC ------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ on the in-memory pub/sub."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,8 +18,8 @@ from layotto._proto.dapr.proto.runtime import v1 as dapr
 from layotto._proto.google.protobuf import Empty
 from layotto.config import RuntimeConfig
 from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
-from layotto.testing.pubsub import publish
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_api_test_helpers import send, until
 
 pytestmark = pytest.mark.anyio
 
@@ -78,23 +77,6 @@ async def sidecar(app: App, *subscriptions: dict[str, Any]) -> AsyncIterator[Sid
     ):
         await wait_until_ready(sc)
         yield sc
-
-
-async def send(sc: Sidecar, topic: str, data: Any) -> str:
-    channel = sc.channel()
-    try:
-        return await publish(channel, PUBSUB, topic, json.dumps(data).encode())
-    finally:
-        channel.close()
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `check` (the fake app records events with no event to wait on)."""
-    for _ in range(int(within / 0.02)):
-        if check():
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 ROUTED = {

@@ -17,7 +17,6 @@ import anyio
 import httpx
 import pytest
 from layotto.actors import app_health
-from layotto.actors.http_server import HttpServer
 from layotto.actors.pubsub_dispatcher import APP_INDICATOR
 from layotto.api.binding_callback import BindingNotProcessed
 from layotto.api.http_app_channel import parse_subscriptions
@@ -27,8 +26,9 @@ from layotto.config import RuntimeConfig
 from layotto.health import Probe
 from layotto.plugin import BindingEvent, HealthStatus
 from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
-from layotto.testing.pubsub import publish
 from layotto.testing.runtime import Sidecar, run_sidecar
+from layotto_api_test_helpers import send, until
+from layotto_core_test_helpers import serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -114,14 +114,8 @@ class FakeHttpApp:
 
 @asynccontextmanager
 async def serving(app: FakeHttpApp) -> AsyncIterator[int]:
-    server = HttpServer(app.asgi, "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        assert server.bound_port is not None
-        try:
-            yield server.bound_port
-        finally:
-            await server.stop()
+    async with serve_asgi(app.asgi) as port:
+        yield port
 
 
 def sidecar_config(components: list[dict[str, Any]] | None = None, **app: Any) -> RuntimeConfig:
@@ -154,16 +148,6 @@ def sub(topic: str, **fields: Any) -> dict[str, Any]:
     return {"pubsubname": PUBSUB, "topic": topic, **fields}
 
 
-async def send(sidecar: Sidecar, topic: str, data: Any, **metadata: str) -> str:
-    channel = sidecar.channel()
-    try:
-        return await publish(
-            channel, PUBSUB, topic, json.dumps(data).encode(), metadata=metadata or None
-        )
-    finally:
-        channel.close()
-
-
 def stats(sidecar: Sidecar, topic: str) -> dict[str, Any]:
     dispatcher = sidecar.runtime.dispatcher
     assert dispatcher is not None
@@ -183,14 +167,6 @@ def status_answer(*statuses: dict[str, Any] | int) -> Answer:
         return JSONResponse(chosen)
 
     return answer
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.02)):
-        if check():
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 # -- subscriptions -------------------------------------------------------------------------
@@ -445,17 +421,13 @@ async def test_binding_answers_405_handles_and_non_2xx_is_not_processed() -> Non
     (posted,) = app.to("/ok")
     assert (posted.body, posted.headers["x-k"]) == (b"data", "v")
     # A route that only takes POST answers OPTIONS with 405: daprd counts it as handled.
-    server = HttpServer(only_post, "127.0.0.1", 0)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.run)
-        assert server.bound_port is not None
-        connection = HttpAppConnection("127.0.0.1", server.bound_port)
+    async with serve_asgi(only_post) as port:
+        connection = HttpAppConnection("127.0.0.1", port)
         try:
             client = HttpBindingCallbackClient(connection, ["posted", "nothing"])
             assert await client.list_input_bindings() == ["posted"]
         finally:
             await connection.aclose()
-            await server.stop()
 
 
 # -- health --------------------------------------------------------------------------------

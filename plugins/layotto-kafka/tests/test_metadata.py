@@ -24,6 +24,7 @@ from layotto.plugin import (
     NotFound,
     PermissionDenied,
 )
+from layotto.testing import skip_or_fail
 from layotto_kafka import KafkaBinding, KafkaMetadata, KafkaPubSub
 from layotto_kafka.consumer import _Track
 from layotto_kafka.errors import translate
@@ -194,7 +195,7 @@ def test_password_never_appears_in_errors_or_repr() -> None:
 def _self_signed(tmp_path: Path) -> tuple[str, str]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed")
+        skip_or_fail("openssl is not installed: the TLS key-pair tests need it")
     tmp_path.mkdir(parents=True, exist_ok=True)
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(
