@@ -30,6 +30,7 @@ from layotto.plugin import (
     SecretStore,
 )
 from layotto.plugins import Catalog
+from layotto.resiliency import Policy, Resiliency
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,15 @@ def plan(config: RuntimeConfig, catalog: Catalog) -> list[PlannedComponent]:
                 f"{where}: the plugin providing {cc.qualified_type} failed to load it: "
                 f"{type(err).__name__}: {err}"
             ) from err
-        refs = tuple(_with_store(ref, cc, stores, where) for ref in cc.secret_refs)
+        refs = tuple(
+            resolve_store(
+                ref,
+                stores,
+                f"{where}: metadata.{ref.field} reads secret {ref.secret!r} key {ref.key!r}",
+                itself=cc.name if cc.kind is Kind.SECRETSTORES else "",
+            )
+            for ref in cc.secret_refs
+        )
         item = PlannedComponent(cc, spec, ComponentContext(cc.name, config.app.id), where, refs)
         item.check_metadata()
         planned.append(item)
@@ -151,8 +160,10 @@ def plan(config: RuntimeConfig, catalog: Catalog) -> list[PlannedComponent]:
     return planned
 
 
-def _with_store(ref: SecretRef, cc: ComponentConfig, stores: list[str], where: str) -> SecretRef:
-    about = f"{where}: metadata.{ref.field} reads secret {ref.secret!r} key {ref.key!r}"
+def resolve_store(ref: SecretRef, stores: list[str], about: str, *, itself: str = "") -> SecretRef:
+    """`ref` naming its secret store: the only one configured when it names none. `about`
+    starts every error ("<source>: <what> reads secret ..."); `itself` is the name of the
+    secret store holding the reference, which cannot read from itself."""
     configured = ", ".join(map(repr, stores)) or "none"
     if not ref.store:
         if not stores:
@@ -168,7 +179,7 @@ def _with_store(ref: SecretRef, cc: ComponentConfig, stores: list[str], where: s
             f"{about} from secret store {ref.store!r}, which is not configured "
             f"(secret stores: {configured})"
         )
-    if cc.kind is Kind.SECRETSTORES and ref.store == cc.name:
+    if itself and ref.store == itself:
         raise ConfigError(f"{about} from secret store {ref.store!r}: that is itself")
     return ref
 
@@ -221,11 +232,21 @@ SecretCache = dict[tuple[str, str], dict[str, str]]
 class ComponentRegistry:
     """Started components. Services look components up here by kind and name."""
 
-    def __init__(self) -> None:
+    def __init__(self, resiliency: Resiliency | None = None) -> None:
         self._by_kind: dict[Kind, dict[str, BuiltComponent]] = {}
+        self.resiliency = resiliency or Resiliency.empty()
 
     def add(self, item: BuiltComponent) -> None:
         self._by_kind.setdefault(item.config.kind, {})[item.config.name] = item
+
+    def outbound_policy(self, kind: Kind, name: str) -> Policy:
+        """The resiliency policy for the sidecar's calls to component `name` (NO_POLICY when
+        none applies); services look it up once per component."""
+        return self.resiliency.component_outbound(name, kind)
+
+    def inbound_policy(self, kind: Kind, name: str) -> Policy:
+        """The resiliency policy for delivering the component's events to the app."""
+        return self.resiliency.component_inbound(name, kind)
 
     def of_kind(self, kind: Kind) -> dict[str, BuiltComponent]:
         return self._by_kind.get(kind, {})
@@ -263,7 +284,7 @@ class ComponentRegistry:
         secrets: dict[str, str] = {}
         for ref in item.refs:
             try:
-                secrets[ref.field] = await self._read(item.where, ref, cache)
+                secrets[ref.field] = await self.read_secret(item.where, ref, cache)
             except ConfigError as err:
                 if not item.config.ignore_errors:
                     raise
@@ -271,10 +292,13 @@ class ComponentRegistry:
                 return None
         return item.build(secrets)
 
-    async def _read(self, where: str, ref: SecretRef, cache: SecretCache) -> str:
-        """One reference's value; every failure is a ConfigError naming the component, the
-        field, the store and the key, never a value."""
-        about = f"{where}: metadata.{ref.field} reads {ref.describe()}"
+    async def read_secret(
+        self, where: str, ref: SecretRef, cache: SecretCache, *, section: str = "metadata"
+    ) -> str:
+        """One reference's value (a component's, or an HTTPEndpoint header's: `section`);
+        every failure is a ConfigError naming the resource, the field, the store and the key,
+        never a value."""
+        about = f"{where}: {section}.{ref.field} reads {ref.describe()}"
         built = self.of_kind(Kind.SECRETSTORES).get(ref.store)
         if built is None:
             raise ConfigError(

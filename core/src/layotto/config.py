@@ -5,8 +5,9 @@ Sources, combinable:
   default names;
 - `--config FILE`: our native YAML/JSON, or Layotto's `grpc_config` (bare, wrapped in
   `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document);
-- `--resources-path DIR` (repeatable): Dapr `Component` and `Subscription` YAMLs
-  (`config_subscriptions`; the native config may list `subscriptions:` too).
+- `--resources-path DIR` (repeatable): Dapr `Component`, `Subscription` and `HTTPEndpoint`
+  YAMLs (`config_subscriptions`, `config_endpoints`; the native config may list
+  `subscriptions:` and `http_endpoints:` too).
 Command-line flags override what the file says about the server.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -187,6 +189,21 @@ class SecretsConfig(_Model):
     scopes: dict[str, SecretScope] = Field(default_factory=dict)
 
 
+class HttpEndpointConfig(_Model):
+    """A Dapr `HTTPEndpoint`: invoking app id `name` calls `base_url` (`config_endpoints`)."""
+
+    name: str = Field(min_length=1)
+    base_url: str = Field(min_length=1)
+    # Header name (lower-case) -> value, sent on every call (over the caller's own).
+    headers: dict[str, str] = Field(default_factory=dict)
+    # `clientTLS` documents given inline: rootCA / certificate / privateKey -> PEM text.
+    client_tls: dict[str, str] = Field(default_factory=dict)
+    # Values read from a secret store at startup, `field` saying where each goes
+    # (`headers.<name>` or `clientTLS.<document>`); each names its store once loaded.
+    secret_refs: tuple[SecretRef, ...] = ()
+    source: str = DEFAULT_SOURCE
+
+
 class RuntimeConfig(_Model):
     app: AppConfig = AppConfig()
     server: ServerConfig = ServerConfig()
@@ -196,6 +213,8 @@ class RuntimeConfig(_Model):
     components: tuple[ComponentConfig, ...] = ()
     # Declarative subscriptions, already scoped to our app id.
     subscriptions: tuple[DeclaredSubscription, ...] = ()
+    # Dapr HTTPEndpoints, already scoped to our app id.
+    http_endpoints: tuple[HttpEndpointConfig, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
         """Apply command-line flags; None means 'not given'."""
@@ -250,14 +269,29 @@ def load_config(
     if app_id is None:
         app_id = str((app or {}).get("id") or "")
     subscriptions = _native_subscriptions(raw.pop("subscriptions", None), config_file, app_id)
+    # It imports this module's models.
+    from layotto.config_endpoints import (
+        check_http_endpoints,
+        load_dapr_http_endpoints,
+        native_http_endpoints,
+    )
+
+    endpoints = native_http_endpoints(raw.pop("http_endpoints", None), config_file, app_id)
     for directory in resources_paths:
         components += load_dapr_resources(directory, app_id=app_id)
         subscriptions += load_dapr_subscriptions(directory, app_id=app_id)
+        endpoints += load_dapr_http_endpoints(directory, app_id=app_id)
     _reject_duplicates(components)
     subscriptions = _check_subscriptions(subscriptions, components)
+    endpoints = check_http_endpoints(endpoints, components)
     try:
         return RuntimeConfig.model_validate(
-            {**raw, "components": components, "subscriptions": subscriptions}
+            {
+                **raw,
+                "components": components,
+                "subscriptions": subscriptions,
+                "http_endpoints": endpoints,
+            }
         )
     except ValidationError as err:
         raise ConfigError(f"{config_file}: {_describe(err)}") from None
@@ -755,13 +789,13 @@ def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> Compone
             raise ConfigError(
                 f"{source}: {label}: field 'spec.metadata[{i}]' needs 'name' and 'value'"
             )
+        where = f"{label}: field 'spec.metadata[{i}]' ({item['name']})"
         if SECRET_KEY_REF in item:
-            where = f"{label}: field 'spec.metadata[{i}]' ({item['name']})"
             refs.append(
                 _secret_key_ref(item[SECRET_KEY_REF], store, str(item["name"]), source, where)
             )
             continue
-        metadata[item["name"]] = _expand_template(item.get("value", ""), app_id)
+        metadata[item["name"]] = expand_template(item.get("value", ""), app_id, source, where)
     return _component(
         source,
         label,
@@ -775,7 +809,28 @@ def _dapr_component(doc: Mapping[str, Any], source: str, app_id: str) -> Compone
     )
 
 
-def _expand_template(value: Any, app_id: str) -> Any:
+# daprd's pod identity (self-hosted: whatever the environment says).
+POD_NAME_ENV = "POD_NAME"
+NAMESPACE_ENV = "NAMESPACE"
+
+
+def expand_template(value: Any, app_id: str, source: str = "", where: str = "") -> Any:
+    """daprd's tags in a resource value (`pkg/runtime/meta`): each `{uuid}` a new UUID,
+    `{podName}` the POD_NAME variable (a ConfigError when it is not set), `{namespace}`
+    `<NAMESPACE>.<app id>` (NAMESPACE unset reads as `default`), `{appID}` the app id."""
     if not isinstance(value, str):
         return value
-    return value.replace("{appID}", app_id).replace("{uuid}", str(uuid.uuid4()))
+    while "{uuid}" in value:
+        value = value.replace("{uuid}", str(uuid.uuid4()), 1)
+    if "{podName}" in value:
+        pod_name = os.environ.get(POD_NAME_ENV, "")
+        if not pod_name:
+            raise ConfigError(
+                f"{source}: {where}: refers to {{podName}}, but the {POD_NAME_ENV} environment "
+                "variable is not set"
+            )
+        value = value.replace("{podName}", pod_name)
+    if "{namespace}" in value:
+        namespace = os.environ.get(NAMESPACE_ENV, "default")
+        value = value.replace("{namespace}", f"{namespace}.{app_id}")
+    return value.replace("{appID}", app_id)

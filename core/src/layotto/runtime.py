@@ -24,6 +24,7 @@ from layotto.actors.api_server import ApiServer
 from layotto.actors.app_health import AppHealth
 from layotto.actors.base import Actor
 from layotto.actors.binding_dispatcher import BindingDispatcher
+from layotto.actors.config_pusher import ConfigPusher
 from layotto.actors.config_watchers import ConfigWatchers
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
@@ -39,6 +40,7 @@ from layotto.api.http_app import HttpContext, build_http_app
 from layotto.api.http_app_channel import HttpAppChannel
 from layotto.api.http_app_connection import HttpAppConnection
 from layotto.api.http_binding_callback import HttpBindingCallbackClient
+from layotto.api.http_endpoints import HttpEndpoints, resolve_endpoints
 from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
 from layotto.errors import BackendUnavailable
@@ -77,6 +79,7 @@ class Runtime:
     config_watchers: ConfigWatchers | None = None  # set while serving
     app_health: AppHealth | None = None  # set while serving, with an app port
     dispatcher: PubSubDispatcher | None = None  # set while serving, with an app port
+    config_pusher: ConfigPusher | None = None  # set while serving, with an app port
     # Set while serving, with an app port and input bindings configured.
     binding_dispatcher: BindingDispatcher | None = None
     # Dapr's extended metadata: set by SetMetadata / PUT /v1.0/metadata/{key}, kept in memory.
@@ -142,6 +145,8 @@ class Runtime:
             ],
             "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False},
         }
+        if self.config.http_endpoints:
+            body["httpEndpoints"] = [{"name": e.name} for e in self.config.http_endpoints]
         if self.config.app.port:
             app: dict[str, Any] = {
                 "port": self.config.app.port,
@@ -164,8 +169,12 @@ class Runtime:
             link = HttpAppConnection if config.app.protocol == "http" else AppConnection
             connection = link(config.app.host, config.app.port, api_token=config.app.api_token)
             local_app = partial(self._invoke_app, connection)
+        external: HttpEndpoints | None = None  # Dapr HTTPEndpoints and full-URL targets
         try:
             await self.components.start_planned(planned)
+            external = HttpEndpoints(
+                await resolve_endpoints(config.http_endpoints, self.components)
+            )
             gate = CallGate()
             sequencer = SequencerService(self.components, config.app.id)
             watchers = ConfigWatchers(self.health)
@@ -176,7 +185,11 @@ class Runtime:
                 ConfigurationService(self.components, watchers),
                 PubSubService(self.components, policy=_delivery_policy(config)),
                 InvokeService(
-                    self.components, config.rpc, own_app_id=config.app.id, local_app=local_app
+                    self.components,
+                    config.rpc,
+                    own_app_id=config.app.id,
+                    local_app=local_app,
+                    external=external,
                 ),
                 SecretService(self.components, config.secrets.scopes),
                 BindingService(self.components),
@@ -193,9 +206,11 @@ class Runtime:
                 finally:
                     self.config_watchers = None
         finally:
-            if connection is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if connection is not None:
                     await connection.aclose()
+                if external is not None:
+                    await external.aclose()
             await self.components.close()
         log.info("layotto stopped")
 
@@ -232,6 +247,12 @@ class Runtime:
             config.server.host,
             config.server.grpc_port,
         )
+        # Configuration subscriptions made over Dapr's HTTP API are pushed to the app.
+        pusher = None
+        if connection is not None:
+            pusher = ConfigPusher(
+                services.configuration, connection, config.app.id, protocol=config.app.protocol
+            )
         http = HttpServer(
             build_http_app(
                 HttpContext(
@@ -244,6 +265,7 @@ class Runtime:
                     gate=gate,
                     set_metadata=self.extended_metadata.__setitem__,
                     shutdown=self.shutdown.set,
+                    config_updates=pusher,
                 )
             ),
             config.server.host,
@@ -261,6 +283,9 @@ class Runtime:
                 check_path=connection.health_check_path,
             )
             actors.append(self.app_health)
+            if pusher is not None:
+                self.config_pusher = pusher
+                actors.append(pusher)
             channel, binding_app = _app_clients(config, connection, services)
             self.dispatcher = PubSubDispatcher(
                 services.pubsub,
@@ -295,6 +320,7 @@ class Runtime:
             await self._run_actors(supervisor, actors, (api, http), gate, task_status)
         finally:
             self.app_health = None
+            self.config_pusher = None
             self.dispatcher = None
             self.binding_dispatcher = None
 

@@ -136,11 +136,12 @@ async def test_configuration_errors(http: httpx.AsyncClient) -> None:
         "ERR_CONFIGURATION_STORE_NOT_FOUND",
         "other",
     )
+    # No app port: daprd has no app channel to post updates to.
     subscribe = await http.get("/v1.0/configuration/configstore/subscribe")
-    assert_error(subscribe, 501, "ERR_CONFIGURATION_SUBSCRIBE", "gRPC")
+    assert_error(subscribe, 500, "ERR_APP_CHANNEL_NIL", "app channel is not initialized")
     unknown = await http.get("/v1.0-alpha1/configuration/configstore/no-such-id/unsubscribe")
     assert unknown.status_code == 500
-    assert unknown.json()["ok"] is False
+    assert "no-such-id" in unknown.json()["message"]
 
 
 # -- lock --------------------------------------------------------------------------------------

@@ -2,11 +2,19 @@
 
 - `GET {store}?key=a&key=b` answers `{key: {value, version, metadata}}` (every key when none
   is named), or 204 when nothing matches, as daprd.
-- `GET {store}/subscribe` is refused with 501: daprd posts each update to the app's HTTP
-  endpoint `/configuration/{store}/{key}`, and this sidecar's app channel is gRPC only. Apps
-  subscribe over gRPC (`SubscribeConfiguration`, which every Dapr SDK uses) instead.
-- `GET {store}/{id}/unsubscribe` ends a subscription by id (one made over gRPC), answering
-  `{"ok": true}`, or 500 `{"ok": false, "message"}` for an id that is not open.
+- `GET {store}/subscribe?key=a&key=b` (every key when none is named; `metadata.*` query
+  parameters as for Get) subscribes and answers `{"id": ...}`; each update then reaches the
+  app as daprd sends it: `POST /configuration/{store}/{key}` once per key of the update, the
+  whole event `{"id", "items": {key: {value, version, metadata}}}` as the JSON body, through
+  the app channel (an HTTP app's HTTP, a gRPC app's `OnInvoke`; `actors.config_pusher`).
+  Without an app channel (no app port) the answer is daprd's 500 `ERR_APP_CHANNEL_NIL`; an
+  app on Layotto's AppCallback, which has no OnInvoke, gets 501 `ERR_CONFIGURATION_SUBSCRIBE`.
+- `GET {store}/{id}/unsubscribe` ends a subscription by id (made over HTTP or gRPC), answering
+  `{"ok": true}`, or 500 `{"message"}` for an id that is not open (daprd leaves `ok: false`
+  out: `omitempty`).
+- The store is checked first, as daprd does: none configured is 500
+  `ERR_CONFIGURATION_STORE_NOT_CONFIGURED`, an unknown one 400
+  `ERR_CONFIGURATION_STORE_NOT_FOUND`.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ from layotto.plugin import ConfigItem
 from layotto.plugin.configuration import VERSION_METADATA
 
 PREFIXES = ("/v1.0", "/v1.0-alpha1")
-SUBSCRIBE_UNSUPPORTED = (
-    "configuration subscriptions over HTTP are not supported by this sidecar: updates would "
-    "be posted to the app over HTTP, and its app channel is gRPC; subscribe with the gRPC "
-    "SubscribeConfiguration API instead"
+# daprd's answer without an app channel (pkg/http/api.go, onSubscribeConfiguration), and why.
+APP_CHANNEL_NIL = "ERR_APP_CHANNEL_NIL"
+NO_APP_CHANNEL = (
+    "app channel is not initialized. cannot subscribe to configuration updates: no app port "
+    "is configured, so there is no app to post the updates to (set --app-port, or subscribe "
+    "with the gRPC SubscribeConfiguration API)"
 )
 
 
@@ -79,18 +89,49 @@ class ConfigurationRoutes:
             return Response(status_code=204)
         return JSONResponse({item.key: item_json(item) for item in items})
 
+    def _check_store(self, store: str) -> None:
+        """daprd's store check, made before anything else (getConfigurationStoreWithRequest-
+        Validation): its codes, statuses and messages."""
+        names = self._config.store_names
+        if not names:
+            raise HttpError(
+                500,
+                "ERR_CONFIGURATION_STORE_NOT_CONFIGURED",
+                "configuration stores not configured",
+            )
+        if store not in names:
+            raise HttpError(
+                400, "ERR_CONFIGURATION_STORE_NOT_FOUND", f"configuration store {store} not found"
+            )
+
     async def subscribe(self, request: Request) -> Response:
-        raise HttpError(501, "ERR_CONFIGURATION_SUBSCRIBE", SUBSCRIBE_UNSUPPORTED)
+        store: str = request.path_params["store"]
+        self._check_store(store)
+        updates = self._ctx.config_updates
+        if updates is None:
+            raise HttpError(500, APP_CHANNEL_NIL, NO_APP_CHANNEL)
+        keys = request.query_params.getlist("key")
+        try:
+            subscription_id = await updates.subscribe(store, keys, query_metadata(request))
+        except LayottoError as err:
+            raise operation_failed(
+                err,
+                "ERR_CONFIGURATION_SUBSCRIBE",
+                f"failed to subscribe {keys} from Configuration store {store}: {err.message}",
+            ) from None
+        return JSONResponse({"id": subscription_id})
 
     async def unsubscribe(self, request: Request) -> Response:
+        store: str = request.path_params["store"]
+        self._check_store(store)
         subscription_id: str = request.path_params["id"]
         if self._config.unsubscribe(subscription_id):
             return JSONResponse({"ok": True})
         message = (
             f"failed to unsubscribe to configuration request {subscription_id}: "
-            "no such subscription"
+            "subscription does not exist"
         )
-        return JSONResponse({"ok": False, "message": message}, status_code=500)
+        return JSONResponse({"message": message}, status_code=500)
 
 
 def routes(ctx: DaprHttpContext) -> list[Route]:

@@ -4,8 +4,9 @@ admits a call through the gate and turns its errors into daprd's answers."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class ConfigUpdates(Protocol):
+    """Who delivers configuration updates to the app (`actors.config_pusher`)."""
+
+    async def subscribe(
+        self, store: str, keys: Sequence[str], metadata: Mapping[str, str]
+    ) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DaprHttpContext:
     services: ApiServices
@@ -27,6 +36,8 @@ class DaprHttpContext:
     app_id: str
     set_metadata: Callable[[str, str], None]  # PUT /v1.0/metadata/{key}
     shutdown: Callable[[], None]  # POST /v1.0/shutdown: begin the graceful shutdown
+    # GET /v1.0/configuration/{store}/subscribe: None without an app channel (no app port).
+    config_updates: ConfigUpdates | None = None
 
     def guarded(self, endpoint: Endpoint) -> Endpoint:
         """`endpoint` as an API call: counted by the gate (so the drain waits for it, and a

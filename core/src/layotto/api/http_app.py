@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from layotto.api.dapr_http import dapr_routes, fallback_route
-from layotto.api.dapr_http_context import DaprHttpContext
+from layotto.api.dapr_http_context import ConfigUpdates, DaprHttpContext
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices
 from layotto.health import HealthRegistry, Probe
@@ -46,6 +46,7 @@ class HttpContext:
     gate: CallGate | None = None
     set_metadata: Callable[[str, str], None] | None = None  # PUT /v1.0/metadata/{key}
     shutdown: Callable[[], None] | None = None  # POST /v1.0/shutdown
+    config_updates: ConfigUpdates | None = None  # configuration subscriptions over HTTP
 
     def dapr(self) -> DaprHttpContext | None:
         if (
@@ -56,7 +57,12 @@ class HttpContext:
         ):
             return None
         return DaprHttpContext(
-            self.services, self.gate, self.app_id, self.set_metadata, self.shutdown
+            self.services,
+            self.gate,
+            self.app_id,
+            self.set_metadata,
+            self.shutdown,
+            self.config_updates,
         )
 
 

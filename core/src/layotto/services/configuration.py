@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 from layotto.components import ComponentRegistry
 from layotto.errors import InvalidArgument, NotConfigured
 from layotto.plugin import ConfigItem, ConfigQuery, ConfigStore, Kind
+from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.config_subscription import Subscription, SubscriptionScope
 from layotto.services.keys import KeyPrefix
@@ -46,6 +47,8 @@ class SubscriptionHub(Protocol):
 class _Store:
     name: str
     store: ConfigStore
+    policy: Policy  # the store's outbound resiliency policy
+    inbound: Policy  # ... and the one for pushing its updates to the app
 
     def group(self, group: str) -> str:
         return group if group.strip() else self.store.default_group
@@ -68,7 +71,12 @@ class ConfigurationService:
         for name, built in registry.of_kind(Kind.CONFIGURATION).items():
             if not isinstance(built.component, ConfigStore):
                 raise TypeError(f"configuration component {name!r} is not a ConfigStore")
-            self._stores[name] = _Store(name, built.component)
+            self._stores[name] = _Store(
+                name,
+                built.component,
+                registry.outbound_policy(Kind.CONFIGURATION, name),
+                registry.inbound_policy(Kind.CONFIGURATION, name),
+            )
 
     def _resolve(self, store_name: str) -> _Store:
         if not self._stores:
@@ -86,8 +94,15 @@ class ConfigurationService:
             )
         return found
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await call_component(what, COMPONENT, _NO_KEYS, self._call_timeout, call)
+    def inbound_policy(self, store_name: str) -> Policy:
+        """The store's inbound resiliency policy: how its updates are pushed to the app."""
+        found = self._stores.get(store_name)
+        return found.inbound if found is not None else NO_POLICY
+
+    async def _call(self, s: _Store, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await call_component(
+            what, COMPONENT, _NO_KEYS, self._call_timeout, call, policy=s.policy
+        )
 
     @staticmethod
     def _check_keys(keys: Sequence[str], field: str = "keys") -> tuple[str, ...]:
@@ -118,7 +133,7 @@ class ConfigurationService:
             app_id, s.group(group), s.label(label), self._check_keys(keys), dict(metadata or {})
         )
         return await self._call(
-            f"get configuration from store {store_name!r}", lambda: s.store.get(query)
+            s, f"get configuration from store {store_name!r}", lambda: s.store.get(query)
         )
 
     async def save(
@@ -137,6 +152,7 @@ class ConfigurationService:
         defaulted = [replace(i, group=s.group(i.group), label=s.label(i.label)) for i in items]
         forwarded = dict(metadata or {})
         await self._call(
+            s,
             f"save configuration to store {store_name!r}",
             lambda: s.store.set(app_id, defaulted, forwarded),
         )
@@ -158,7 +174,7 @@ class ConfigurationService:
             app_id, s.group(group), s.label(label), self._check_keys(keys), dict(metadata or {})
         )
         await self._call(
-            f"delete configuration from store {store_name!r}", lambda: s.store.delete(query)
+            s, f"delete configuration from store {store_name!r}", lambda: s.store.delete(query)
         )
 
     # -- subscriptions ---------------------------------------------------------------------

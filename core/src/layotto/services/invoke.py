@@ -1,10 +1,12 @@
 """The RPC building block: InvokeService (layotto-semantics.md §5).
 
-A call: validate -> the target's channel (`rpc.app_channels`, else the default) -> its
-before-filters -> addresses (`rpc_target_address` header, else the name resolver) -> the channel,
-trying the addresses round-robin and skipping, for `rpc.eject_seconds`, one that could not be
-reached -> after-filters. The whole call is bounded by `rpc_request_timeout` (ms, default 3000)
--> DEADLINE_EXCEEDED. A target's own error status comes back unchanged (`TargetError`).
+A call: validate -> an external target (`external`: a Dapr HTTPEndpoint's name or an
+`http(s)://` URL, tried first, as daprd does) -> the target's channel (`rpc.app_channels`, else
+the default) -> its before-filters -> addresses (`rpc_target_address` header, else the name
+resolver) -> the channel, trying the addresses round-robin and skipping, for
+`rpc.eject_seconds`, one that could not be reached -> after-filters. The whole call is bounded
+by `rpc_request_timeout` (ms, default 3000) -> DEADLINE_EXCEEDED. A target's own error status
+comes back unchanged (`TargetError`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
@@ -106,6 +109,15 @@ def _only(kind: str, named: Mapping[str, object], wanted: str) -> str:
 LocalApp = Callable[[RpcRequest], Awaitable[RpcResponse]]
 
 
+class ExternalTargets(Protocol):
+    """Targets outside the sidecars' mesh, called directly (Dapr's HTTPEndpoints and full
+    URLs, `api.http_endpoints`)."""
+
+    def handles(self, app_id: str) -> bool: ...
+
+    async def invoke(self, request: RpcRequest) -> RpcResponse: ...
+
+
 class InvokeService:
     """`own_app_id` + `local_app`: a call addressed to this sidecar's own app (typically from
     another sidecar's `rpc.grpc` channel) goes straight to the app (Dapr's `OnInvoke`)."""
@@ -117,10 +129,12 @@ class InvokeService:
         *,
         own_app_id: str = "",
         local_app: LocalApp | None = None,
+        external: ExternalTargets | None = None,
     ) -> None:
         self._config = config
         self._own_app_id = own_app_id
         self._local_app = local_app
+        self._external = external
         channels: dict[str, RpcChannel] = {}
         for name, built in registry.of_kind(Kind.RPC).items():
             if not isinstance(built.component, RpcChannel):
@@ -207,8 +221,12 @@ class InvokeService:
             raise InvalidArgument("field 'id' must not be empty")
         if request.method == "" and request.verb == "":
             raise InvalidArgument("field 'message.method' must not be empty")
+        if self._external is not None and self._external.handles(request.app_id):
+            return await self._invoke_direct(
+                self._external.invoke, request, f"endpoint {request.app_id!r}"
+            )
         if self._local_app is not None and request.app_id == self._own_app_id:
-            return await self._invoke_local(self._local_app, request)
+            return await self._invoke_direct(self._local_app, request, "this sidecar's app")
         route = self._route(request.app_id)
         started = time.monotonic()
         try:
@@ -227,13 +245,15 @@ class InvokeService:
                 reason="ERR_DIRECT_INVOKE",
             ) from None
 
-    async def _invoke_local(self, local_app: LocalApp, request: RpcRequest) -> RpcResponse:
+    @staticmethod
+    async def _invoke_direct(call: LocalApp, request: RpcRequest, target: str) -> RpcResponse:
+        """A call that needs no channel or resolver, bounded by the request's timeout."""
         try:
             with anyio.fail_after(request.timeout):
-                return await local_app(request)
+                return await call(request)
         except TimeoutError:
             raise BackendTimeout(
-                f"invoking {request.method!r} on this sidecar's app: no answer within "
+                f"invoking {request.method!r} on {target}: no answer within "
                 f"{request.timeout * 1000:.0f} ms",
                 reason="ERR_DIRECT_INVOKE",
             ) from None
