@@ -5,9 +5,9 @@ Sources, combinable:
   default names;
 - `--config FILE`: our native YAML/JSON, or Layotto's `grpc_config` (bare, wrapped in
   `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document);
-- `--resources-path DIR` (repeatable): Dapr `Component`, `Subscription` and `HTTPEndpoint`
-  YAMLs (`config_subscriptions`, `config_endpoints`; the native config may list
-  `subscriptions:` and `http_endpoints:` too).
+- `--resources-path DIR` (repeatable): Dapr `Component`, `Subscription`, `HTTPEndpoint` and
+  `Resiliency` YAMLs (`config_subscriptions`, `config_endpoints`, `config_resiliency`; the
+  native config may hold `subscriptions:`, `http_endpoints:` and `resiliency:` too).
 Command-line flags override what the file says about the server.
 """
 
@@ -31,6 +31,7 @@ from layotto.config_subscriptions import (
 )
 from layotto.errors import ConfigError
 from layotto.plugin import Kind
+from layotto.resiliency import ResiliencySpec
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ class RuntimeConfig(_Model):
     subscriptions: tuple[DeclaredSubscription, ...] = ()
     # Dapr HTTPEndpoints, already scoped to our app id.
     http_endpoints: tuple[HttpEndpointConfig, ...] = ()
+    # Timeouts, retries and circuit breakers: every Resiliency that applies to us, merged.
+    resiliency: ResiliencySpec = ResiliencySpec()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
         """Apply command-line flags; None means 'not given'."""
@@ -275,12 +278,15 @@ def load_config(
         load_dapr_http_endpoints,
         native_http_endpoints,
     )
+    from layotto.config_resiliency import load_dapr_resiliency, merged, native_resiliency
 
     endpoints = native_http_endpoints(raw.pop("http_endpoints", None), config_file, app_id)
+    resiliencies = native_resiliency(raw.pop("resiliency", None), config_file)
     for directory in resources_paths:
         components += load_dapr_resources(directory, app_id=app_id)
         subscriptions += load_dapr_subscriptions(directory, app_id=app_id)
         endpoints += load_dapr_http_endpoints(directory, app_id=app_id)
+        resiliencies += load_dapr_resiliency(directory, app_id=app_id)
     _reject_duplicates(components)
     subscriptions = _check_subscriptions(subscriptions, components)
     endpoints = check_http_endpoints(endpoints, components)
@@ -291,6 +297,7 @@ def load_config(
                 "components": components,
                 "subscriptions": subscriptions,
                 "http_endpoints": endpoints,
+                "resiliency": merged(resiliencies),
             }
         )
     except ValidationError as err:

@@ -48,6 +48,7 @@ from layotto.health import BOTH, STARTUP, HealthRegistry
 from layotto.plugin import Health, HealthStatus
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.plugins import Catalog
+from layotto.resiliency import Resiliency
 from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
 from layotto.services.invoke import InvokeService, LocalApp
@@ -109,6 +110,8 @@ class Runtime:
                 }
                 for b in self.components
             ],
+            # Targets and their policies; each circuit breaker with its state and counts.
+            "resiliency": self.components.resiliency.describe(),
             "subscriptions": {
                 "configuration": self.config_watchers.info() if self.config_watchers else [],
                 "pubsub": self.dispatcher.info() if self.dispatcher else [],
@@ -170,6 +173,10 @@ class Runtime:
             connection = link(config.app.host, config.app.port, api_token=config.app.api_token)
             local_app = partial(self._invoke_app, connection)
         external: HttpEndpoints | None = None  # Dapr HTTPEndpoints and full-URL targets
+        # Timeouts, retries and breakers for components and apps, read by every service.
+        self.components.resiliency = Resiliency.from_spec(config.resiliency)
+        for target in self.components.resiliency.describe():
+            log.info("resiliency policy", extra={"resiliency": target})
         try:
             await self.components.start_planned(planned)
             external = HttpEndpoints(

@@ -172,7 +172,9 @@ class BindingDispatcher(AppDispatcher):
             await anyio.sleep_forever()
         self._in_flight += 1
         try:
-            reply = await self._app.on_binding_event(name, event)
+            # The binding's inbound resiliency policy (timeout, retries, breaker), if any.
+            policy = self._bindings.inbound_policy(name)
+            reply = await policy.run(lambda: self._app.on_binding_event(name, event))
             await self._follow_up(name, reply)
         finally:
             self._in_flight -= 1

@@ -70,11 +70,21 @@ def _code_ranges(bounds: CodeRange, what: str, value: Any) -> tuple[CodeRange, .
     return tuple(ranges)
 
 
+def _codes_text(ranges: tuple[CodeRange, ...]) -> str:
+    """The ranges written back as daprd's string ("429,500-599"), so a dumped config
+    validates again to the same ranges."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
 HttpCodes = Annotated[
-    tuple[CodeRange, ...], BeforeValidator(partial(_code_ranges, HTTP_CODES, "HTTP status"))
+    tuple[CodeRange, ...],
+    BeforeValidator(partial(_code_ranges, HTTP_CODES, "HTTP status")),
+    PlainSerializer(_codes_text),
 ]
 GrpcCodes = Annotated[
-    tuple[CodeRange, ...], BeforeValidator(partial(_code_ranges, GRPC_CODES, "gRPC status"))
+    tuple[CodeRange, ...],
+    BeforeValidator(partial(_code_ranges, GRPC_CODES, "gRPC status")),
+    PlainSerializer(_codes_text),
 ]
 
 

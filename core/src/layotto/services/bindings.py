@@ -19,6 +19,7 @@ from layotto.plugin import (
     OutputBinding,
 )
 from layotto.plugin.bindings import DIRECTION_METADATA
+from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
 
@@ -40,7 +41,9 @@ class BindingService:
     ) -> None:
         self._call_timeout = call_timeout
         self._outputs: dict[str, OutputBinding] = {}
+        self._policies: dict[str, Policy] = {}  # outbound resiliency, per output binding
         self._inputs: dict[str, InputBinding] = {}
+        self._inbound: dict[str, Policy] = {}  # inbound resiliency, per input binding
         for name, built in registry.of_kind(Kind.BINDINGS).items():
             directions = _directions(built)
             component = built.component
@@ -48,16 +51,22 @@ class BindingService:
                 directions is None or "output" in directions
             ):
                 self._outputs[name] = component
+                self._policies[name] = registry.outbound_policy(Kind.BINDINGS, name)
             if isinstance(component, InputBinding) and (
                 directions is None or "input" in directions
             ):
                 self._inputs[name] = component
+                self._inbound[name] = registry.inbound_policy(Kind.BINDINGS, name)
 
     def output_names(self) -> list[str]:
         return sorted(self._outputs)
 
     def inputs(self) -> dict[str, InputBinding]:
         return dict(self._inputs)
+
+    def inbound_policy(self, name: str) -> Policy:
+        """The input binding's inbound resiliency policy: how its events reach the app."""
+        return self._inbound.get(name, NO_POLICY)
 
     async def invoke(
         self,
@@ -90,6 +99,7 @@ class BindingService:
                 _NO_KEYS,
                 self._call_timeout,
                 lambda: binding.invoke(request),
+                policy=self._policies[name],
             )
         except LayottoError as err:
             err.message = f"error when invoke output binding {name}: {err.message}"

@@ -26,6 +26,7 @@ from layotto.errors import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    ErrorCategory,
     InvalidArgument,
     LayottoError,
     NotConfigured,
@@ -40,10 +41,37 @@ from layotto.plugin.rpc import (
     RpcChannel,
     RpcRequest,
     RpcResponse,
+    TargetError,
     TargetUnreachable,
 )
+from layotto.resiliency import is_retriable
 
 log = logging.getLogger(__name__)
+
+
+# gRPC status numbers of our categories, for a retry policy's `matching.gRPCStatusCodes`.
+GRPC_CODES: dict[ErrorCategory, int] = {
+    ErrorCategory.INVALID_ARGUMENT: 3,
+    ErrorCategory.DEADLINE_EXCEEDED: 4,
+    ErrorCategory.NOT_FOUND: 5,
+    ErrorCategory.PERMISSION_DENIED: 7,
+    ErrorCategory.RESOURCE_EXHAUSTED: 8,
+    ErrorCategory.FAILED_PRECONDITION: 9,
+    ErrorCategory.ABORTED: 10,
+    ErrorCategory.UNIMPLEMENTED: 12,
+    ErrorCategory.INTERNAL: 13,
+    ErrorCategory.UNAVAILABLE: 14,
+    ErrorCategory.UNAUTHENTICATED: 16,
+}
+
+
+class _ErrorAnswer(Exception):
+    """A target's HTTP answer outside 200-399 while a retry policy applies."""
+
+    def __init__(self, response: RpcResponse) -> None:
+        super().__init__(f"the target answered {response.http_status}")
+        self.response = response
+        self.status = response.http_status or 0
 
 
 def timeout_of(headers: Mapping[str, str]) -> float:
@@ -135,6 +163,7 @@ class InvokeService:
         self._own_app_id = own_app_id
         self._local_app = local_app
         self._external = external
+        self._resiliency = registry.resiliency
         channels: dict[str, RpcChannel] = {}
         for name, built in registry.of_kind(Kind.RPC).items():
             if not isinstance(built.component, RpcChannel):
@@ -222,8 +251,11 @@ class InvokeService:
         if request.method == "" and request.verb == "":
             raise InvalidArgument("field 'message.method' must not be empty")
         if self._external is not None and self._external.handles(request.app_id):
+            external = self._external
             return await self._invoke_direct(
-                self._external.invoke, request, f"endpoint {request.app_id!r}"
+                lambda r: self._resilient(r.app_id, lambda: external.invoke(r)),
+                request,
+                f"endpoint {request.app_id!r}",
             )
         if self._local_app is not None and request.app_id == self._own_app_id:
             return await self._invoke_direct(self._local_app, request, "this sidecar's app")
@@ -233,8 +265,9 @@ class InvokeService:
             with anyio.fail_after(request.timeout):
                 for before in route.before:
                     request = await before.before(request)
-                addresses, request = await self._addresses(request)
-                response = await self._call(route, request, addresses, started)
+                response = await self._resilient(
+                    request.app_id, lambda: self._remote(route, request, started)
+                )
                 for after in route.after:
                     response = await after.after(request, response)
                 return response
@@ -244,6 +277,45 @@ class InvokeService:
                 f"{request.timeout * 1000:.0f} ms",
                 reason="ERR_DIRECT_INVOKE",
             ) from None
+
+    async def _remote(self, route: _Route, request: RpcRequest, started: float) -> RpcResponse:
+        addresses, request = await self._addresses(request)
+        return await self._call(route, request, addresses, started)
+
+    async def _resilient(
+        self, target: str, call: Callable[[], Awaitable[RpcResponse]]
+    ) -> RpcResponse:
+        """`call` under the target's Dapr resiliency policy (`targets.apps.<id>` or the app
+        defaults). With a retry policy, an answer outside 200-399 counts as failed, as in
+        daprd: retried when `matching.httpStatusCodes` allows (all, unset), and passed back
+        unchanged once retries are used up; a target's gRPC error is matched by its code."""
+        policy = self._resiliency.app(target)
+        if not policy:
+            return await call()
+        retry = policy.retry
+
+        async def attempt() -> RpcResponse:
+            response = await call()
+            status = response.http_status
+            if retry is not None and status is not None and not 200 <= status <= 399:
+                raise _ErrorAnswer(response)
+            return response
+
+        def retriable(err: BaseException) -> bool:
+            if isinstance(err, _ErrorAnswer):
+                return retry is None or retry.retries_http_status(err.status)
+            if isinstance(err, TargetError):
+                if retry is None:
+                    return True  # the target failed: a breaker counts it
+                if err.http_status is not None:
+                    return retry.retries_http_status(err.http_status)
+                return retry.retries_grpc_code(GRPC_CODES[err.category])
+            return is_retriable(err)
+
+        try:
+            return await policy.run(attempt, retriable=retriable)
+        except _ErrorAnswer as answered:
+            return answered.response
 
     @staticmethod
     async def _invoke_direct(call: LocalApp, request: RpcRequest, target: str) -> RpcResponse:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from layotto.components import ComponentRegistry
 from layotto.errors import ComponentError, InvalidArgument, NotConfigured
 from layotto.plugin import Kind, LockStatus, LockStore
+from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import BlockKeys, KeyScheme
 
@@ -29,6 +30,7 @@ class _Store:
     name: str
     store: LockStore
     keys: BlockKeys
+    policy: Policy  # the store's outbound resiliency policy
 
 
 class LockService:
@@ -55,7 +57,9 @@ class LockService:
                 store_name=name,
                 scheme=key_scheme,
             )
-            self._stores[name] = _Store(name, built.component, keys)
+            self._stores[name] = _Store(
+                name, built.component, keys, registry.outbound_policy(Kind.LOCK, name)
+            )
 
     def _resolve(
         self, store_name: str, resource_id: str, owner: str, expire: int | None = None
@@ -87,13 +91,19 @@ class LockService:
             s.keys,
             self._call_timeout,
             lambda: s.store.try_lock(key, owner, expire),
+            policy=s.policy,
         )
 
     async def unlock(self, store_name: str, resource_id: str, owner: str) -> LockStatus:
         s, key = self._resolve(store_name, resource_id, owner)
         what = f"unlock {resource_id!r} in lock store {store_name!r}"
         status = await call_component(
-            what, "the lock store", s.keys, self._call_timeout, lambda: s.store.unlock(key, owner)
+            what,
+            "the lock store",
+            s.keys,
+            self._call_timeout,
+            lambda: s.store.unlock(key, owner),
+            policy=s.policy,
         )
         return self._checked(what, status)
 
@@ -108,6 +118,7 @@ class LockService:
             s.keys,
             self._call_timeout,
             lambda: s.store.keep_alive(key, owner, expire),
+            policy=s.policy,
         )
         return self._checked(what, status)
 

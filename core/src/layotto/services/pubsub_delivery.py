@@ -15,6 +15,12 @@ The same engine serves the app-callback model (OnTopicEvent) and streaming subsc
   acked that the app did not answer for.
 - An app that cannot be reached (`AppUnavailable`) is waited for without using up retries, so
   an app restart is survived.
+- A Dapr `Resiliency` inbound policy for the pubsub component (`DeliveryPolicy.inbound`) takes
+  over from the native budget and backoff: each attempt runs under its timeout and circuit
+  breaker (an open breaker, a RETRY or an error is a failed attempt), its retry policy paces
+  redeliveries and decides when a message goes to the dead-letter topic; with no retry policy a
+  failed message goes there at once (daprd). Without a dead-letter topic nothing is dropped:
+  redelivery goes on at the policy's pace (daprd hands the message back to the broker).
 - `stop()` drains: receiving stops, no new attempt starts, in-flight attempts may finish within
   the caller's grace period; whatever is left stays un-acked and the broker redelivers it.
 """
@@ -46,6 +52,7 @@ from layotto.plugin import (
     Subscription,
 )
 from layotto.plugin.flags import is_truthy
+from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.cloudevents import CLOUDEVENTS_JSON, EventStatus, TopicEvent, parse
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,14 @@ SUBSCRIBE_TIMEOUT_SECONDS = 30.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 ACK_TIMEOUT_SECONDS = 10.0
+
+
+class _NotDelivered(Exception):
+    """The app answered RETRY (or an unknown status): a failed attempt for the breaker."""
+
+    def __init__(self, status: EventStatus | int) -> None:
+        super().__init__(f"the app answered {status!r}")
+        self.status = status
 
 
 class AppUnavailable(Exception):
@@ -79,6 +94,24 @@ class DeliveryPolicy:
     app_timeout: float = 60.0
     resubscribe_initial_interval: float = 0.2
     resubscribe_max_interval: float = 10.0
+    # The pubsub component's Dapr Resiliency inbound policy (replaces the native retry budget
+    # and backoff when set; subscription `maxRetries` then no longer applies).
+    inbound: Policy = NO_POLICY
+
+    def may_retry(self, retries_done: int) -> bool:
+        """Whether a failed message gets another delivery before it is dead-lettered."""
+        if self.inbound:
+            retry = self.inbound.retry
+            return retry is not None and retry.allows(retries_done)
+        return retries_done < self.max_retries
+
+    def retry_delay(self, retries_done: int) -> float:
+        retry = self.inbound.retry
+        if retry is not None:
+            return retry.delay(retries_done)
+        return backoff_delay(
+            retries_done, base=self.retry_initial_interval, cap=self.retry_max_interval
+        )
 
     def for_subscription(self, metadata: Mapping[str, str]) -> DeliveryPolicy:
         """Per-subscription overrides from the subscription metadata."""
@@ -336,7 +369,7 @@ class DeliveryLoop:
                     return
                 self.stats.in_flight += 1
                 try:
-                    status: EventStatus | int = await self.deliver(event)
+                    status: EventStatus | int = await self._attempt(event)
                     failure = ""
                 except AppUnavailable as err:
                     status, failure = -1, f"app unavailable: {err}"
@@ -370,18 +403,30 @@ class DeliveryLoop:
                 log.warning(
                     "delivering event %s on %s failed: %s", event.id, message.topic, failure
                 )
-            if self.policy.dead_letter_topic and retries >= self.policy.max_retries:
+            if self.policy.dead_letter_topic and not self.policy.may_retry(retries):
                 await self._dead_letter(message, event, "retries exhausted")
                 return
             self.stats.retried += 1
-            await self._sleep(
-                backoff_delay(
-                    retries,
-                    base=self.policy.retry_initial_interval,
-                    cap=self.policy.retry_max_interval,
-                )
-            )
+            await self._sleep(self.policy.retry_delay(retries))
             retries += 1
+
+    async def _attempt(self, event: TopicEvent) -> EventStatus | int:
+        """One delivery, under the inbound resiliency policy's timeout and breaker when there
+        is one (a RETRY or unknown status counts as a failure for the breaker)."""
+        inbound = self.policy.inbound
+        if not inbound:
+            return await self.deliver(event)
+
+        async def once() -> EventStatus | int:
+            status = await self.deliver(event)
+            if status not in (EventStatus.SUCCESS, EventStatus.DROP):
+                raise _NotDelivered(status)
+            return status
+
+        try:
+            return await inbound.attempt(once)
+        except _NotDelivered as answered:
+            return answered.status
 
     async def _drop(self, message: Message, event: TopicEvent, why: str) -> None:
         if self.policy.dead_letter_topic:

@@ -19,6 +19,7 @@ from layotto.errors import (
     PermissionDenied,
 )
 from layotto.plugin import Kind, SecretStore
+from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
 
@@ -45,10 +46,12 @@ class SecretService:
         self._call_timeout = call_timeout
         self._scopes = dict(scopes or {})
         self._stores: dict[str, SecretStore] = {}
+        self._policies: dict[str, Policy] = {}  # outbound resiliency, per store
         for name, built in registry.of_kind(Kind.SECRETSTORES).items():
             if not isinstance(built.component, SecretStore):
                 raise TypeError(f"secret store component {name!r} is not a SecretStore")
             self._stores[name] = built.component
+            self._policies[name] = registry.outbound_policy(Kind.SECRETSTORES, name)
 
     def names(self) -> list[str]:
         return sorted(self._stores)
@@ -86,6 +89,7 @@ class SecretService:
                 _NO_KEYS,
                 self._call_timeout,
                 lambda: store.get_secret(key, dict(metadata or {})),
+                policy=self._policies[store_name],
             )
         except NotFound as err:
             # Dapr and Layotto both answer a missing secret as a failed get (INTERNAL).
@@ -105,6 +109,7 @@ class SecretService:
             _NO_KEYS,
             self._call_timeout,
             lambda: store.bulk_get_secrets(dict(metadata or {})),
+            policy=self._policies[store_name],
         )
         scope = self._scopes.get(store_name, _ALLOW_ALL)
         return {key: values for key, values in found.items() if allowed(scope, key)}

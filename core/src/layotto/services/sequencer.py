@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 from layotto.components import ComponentRegistry
 from layotto.errors import ConfigError, InvalidArgument, LayottoError, NotConfigured
 from layotto.plugin import Kind, Segment, SequencerStore
+from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import BlockKeys
 from layotto.services.segment_cache import SegmentCache
@@ -37,6 +38,7 @@ class _Store:
     store: SequencerStore
     keys: BlockKeys
     bigger_than: dict[str, int]
+    policy: Policy  # the store's outbound resiliency policy
 
 
 class SequencerService:
@@ -72,7 +74,13 @@ class SequencerService:
                 app_id=app_id,
                 store_name=name,
             )
-            self._stores[name] = _Store(name, built.component, keys, dict(built.config.bigger_than))
+            self._stores[name] = _Store(
+                name,
+                built.component,
+                keys,
+                dict(built.config.bigger_than),
+                registry.outbound_policy(Kind.SEQUENCER, name),
+            )
         self._caches: dict[tuple[str, str], SegmentCache] = {}
         self._task_group: TaskGroup | None = None
 
@@ -111,6 +119,7 @@ class SequencerService:
                 s.keys,
                 self._call_timeout,
                 lambda: s.store.ensure_bigger_than(stored, value),
+                policy=s.policy,
             )
         except LayottoError as err:
             raise ConfigError(f"{where} could not be applied: {err.message}") from None
@@ -150,6 +159,7 @@ class SequencerService:
                 s.keys,
                 self._call_timeout,
                 lambda: s.store.next_id(stored),
+                policy=s.policy,
             )
         return await self._cache(s, key, stored).next_id()
 
@@ -166,6 +176,7 @@ class SequencerService:
                     s.keys,
                     self._call_timeout,
                     lambda: s.store.next_segment(stored, size),
+                    policy=s.policy,
                 )
 
             cache = SegmentCache(

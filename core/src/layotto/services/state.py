@@ -34,6 +34,7 @@ from layotto.plugin import (
     TransactionOperation,
     parse_query,
 )
+from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
 
@@ -63,6 +64,7 @@ class _Store:
     name: str
     store: StateStore
     keys: KeyPrefix
+    policy: Policy  # the store's outbound resiliency policy
 
 
 class StateService:
@@ -85,7 +87,9 @@ class StateService:
             keys = KeyPrefix.resolve(
                 built.config.key_prefix, default=default_key_prefix, app_id=app_id, store_name=name
             )
-            self._stores[name] = _Store(name, built.component, keys)
+            self._stores[name] = _Store(
+                name, built.component, keys, registry.outbound_policy(Kind.STATE, name)
+            )
 
     def _resolve(self, store_name: str) -> _Store:
         if not self._stores:
@@ -116,7 +120,9 @@ class StateService:
     ) -> T:
         """`reason`: what a generic store failure (INTERNAL) is reported as."""
         try:
-            return await call_component(what, "the state store", s.keys, self._call_timeout, call)
+            return await call_component(
+                what, "the state store", s.keys, self._call_timeout, call, policy=s.policy
+            )
         except BulkStateError as err:
             # Name the caller's keys, not the stored (prefixed) ones.
             raise _with_reason(
