@@ -38,7 +38,8 @@ def load_dapr_resiliency(directory: Path, app_id: str = "") -> list[Sourced]:
             continue
         spec = doc.get("spec")
         if spec is None:
-            raise ConfigError(f"{source}: {label}: field 'spec' is missing")
+            log.warning("%s: %s has no 'spec': it defines no policies", source, label)
+            continue
         found.append((source, parse_resiliency_spec(spec, source)))
     return found
 
