@@ -21,9 +21,11 @@ from layotto.plugin import (
     Kind,
     Message,
     PublishRequest,
+    PubSubFeature,
     SubscribeRequest,
     Subscription,
 )
+from layotto.plugin.pubsub import BulkPublishEntry, BulkPublishRequest
 from layotto_redis import RedisPubSub, RedisPubSubMetadata
 from layotto_redis.plugin import layotto_components
 from layotto_redis.pubsub import RECEIVE_RETRY_WINDOW, decode_fields, encode_fields
@@ -550,3 +552,54 @@ async def test_hung_server_ends_the_subscription(
             await sub.close()
     finally:
         server.resume()
+
+
+# -- bulk publish ----------------------------------------------------------------------------
+
+
+def bulk(topic: str, count: int) -> BulkPublishRequest:
+    return BulkPublishRequest(
+        topic,
+        [BulkPublishEntry(f"e{i}", f"m{i}".encode(), {"n": str(i)}) for i in range(count)],
+    )
+
+
+@pytest.mark.integration
+async def test_bulk_publish_keeps_order_and_dapr_layout(
+    make_component: ComponentFactory, redis_server: RedisServer, raw: Redis
+) -> None:
+    pubsub: RedisPubSub = await make_component("pubsub", redis_server)
+    assert PubSubFeature.BULK_PUBSUB in pubsub.features
+    topic = new_topic()
+    sub = await pubsub.subscribe(SubscribeRequest(topic))
+    assert await pubsub.publish_bulk(bulk(topic, 50)) == []
+    got = await receive_n(sub, 50)
+    assert [m.data for m in got] == [f"m{i}".encode() for i in range(50)]
+    assert [m.metadata for m in got] == [{"n": str(i)} for i in range(50)]
+    entries: Any = await raw.xrange(topic, count=1)
+    assert entries[0][1] == {b"data": b"m0", b"metadata": b'{"n":"0"}'}
+
+
+@pytest.mark.integration
+async def test_bulk_publish_lists_each_entry_the_server_refused(
+    make_component: ComponentFactory, redis_server: RedisServer, raw: Redis
+) -> None:
+    pubsub: RedisPubSub = await make_component("pubsub", redis_server)
+    topic = new_topic()
+    await raw.set(topic, "not a stream")  # every XADD of the pipeline answers WRONGTYPE
+    failures = await pubsub.publish_bulk(bulk(topic, 3))
+    assert [f.entry_id for f in failures] == ["e0", "e1", "e2"]
+    assert all("WRONGTYPE" in f.error.message for f in failures), failures[0].error
+    assert_clean(failures[0].error.message, redis_server)
+
+
+@pytest.mark.integration
+async def test_bulk_publish_when_redis_is_down_fails_the_call(
+    make_component: ComponentFactory, own_redis_server: RedisServer
+) -> None:
+    pubsub: RedisPubSub = await make_component("pubsub", own_redis_server)
+    own_redis_server.stop()
+    took, err = await timed(lambda: pubsub.publish_bulk(bulk(new_topic(), 3)))
+    assert isinstance(err, BackendUnavailable), err
+    assert took < DETECT_WITHIN, took
+    assert_clean(err.message, own_redis_server)

@@ -16,15 +16,33 @@ Message metadata: what `publish` got in `PublishRequest.metadata` should come ba
 `Message.metadata` where the broker carries headers (Kafka headers, extra Redis stream fields).
 Keys the sidecar itself uses (`rawPayload`, `ttlInSeconds`, `partitionKey`, ...) may be passed
 too; components use what they understand and keep the rest as headers.
+
+Bulk publish (optional, `PubSubFeature.BULK_PUBSUB`): a component whose broker takes many
+messages in one go (a Kafka produce request, a Redis pipeline) declares the feature and overrides
+`publish_bulk(BulkPublishRequest) -> list[BulkPublishFailure]`, as a state store declares
+`TRANSACTIONAL` and overrides `multi`. The sidecar then hands it every entry of a Dapr
+BulkPublishEvent at once, each already enveloped exactly as a single `publish` would be;
+without the feature it calls `publish` once per entry (the base `publish_bulk` raises
+`Unsupported`). The contract:
+- Every entry NOT listed in the result has been accepted by the broker, with the guarantee of
+  `publish` (acks=all, XADD done), by the time `publish_bulk` returns: that is what the
+  sidecar reports as published, so nothing it calls published may be lost.
+- Every entry that was not (or not surely) accepted is listed once, by `entry_id`, with the
+  error a single `publish` of it would have raised. A listed entry may still reach subscribers
+  (a timeout after the broker took it): the caller retries it, which at-least-once allows.
+- Raising instead of returning fails every entry of the batch with that error (right when
+  nothing could be sent, e.g. the broker is unreachable). An empty batch is never passed.
+- Entries go to one topic, in the given order where the broker orders (per partition key).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from layotto.errors import LayottoError, Unsupported
 from layotto.plugin.component import Component
 
 # Publish metadata understood across components (Dapr's names).
@@ -42,6 +60,9 @@ class PubSubFeature(StrEnum):
     # The broker expires messages itself from `ttlInSeconds`; without it the sidecar writes an
     # `expiration` into the envelope and drops expired events before delivery.
     MESSAGE_TTL = "MESSAGE_TTL"
+    # The component publishes a batch of messages to one topic in one go (`publish_bulk`),
+    # reporting the entries that failed; without it the sidecar publishes entry by entry.
+    BULK_PUBSUB = "BULK_PUBSUB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,41 @@ class PublishRequest:
     # The content type of `data` itself: `application/cloudevents+json` for an enveloped event,
     # the caller's type for a raw payload.
     content_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPublishEntry:
+    """One message of a bulk publish: as `PublishRequest` without the topic, named by an
+    `entry_id` unique in its batch (the caller's, how it learns which entries failed)."""
+
+    entry_id: str
+    data: bytes
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPublishRequest:
+    """Many messages for one topic (see "Bulk publish" in the module docstring)."""
+
+    topic: str
+    entries: Sequence[BulkPublishEntry]
+
+    def requests(self) -> list[tuple[str, PublishRequest]]:
+        """(entry id, the single `PublishRequest` of that entry), in order: for components
+        that reuse their `publish` encoding."""
+        return [
+            (e.entry_id, PublishRequest(self.topic, e.data, e.metadata, e.content_type))
+            for e in self.entries
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPublishFailure:
+    """An entry of a bulk publish the broker did not (surely) accept, and why."""
+
+    entry_id: str
+    error: LayottoError
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +187,12 @@ class PubSub(Component):
     async def publish(self, request: PublishRequest) -> None:
         """Return once the broker has the message (acks=all, XADD done). Raise
         `BackendUnavailable` quickly when the broker cannot be reached: callers are waiting."""
+
+    async def publish_bulk(self, request: BulkPublishRequest) -> list[BulkPublishFailure]:
+        """Publish every entry to `request.topic` in one go; return the entries that failed
+        (empty: all accepted). Needs `PubSubFeature.BULK_PUBSUB`; see "Bulk publish" in the
+        module docstring for the contract."""
+        raise Unsupported("this pub/sub component does not publish in bulk")
 
     @abstractmethod
     async def subscribe(self, request: SubscribeRequest) -> Subscription:

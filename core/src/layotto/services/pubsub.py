@@ -3,9 +3,12 @@
 - `publish` validates the request, wraps the payload in a CloudEvents envelope (unless
   `rawPayload`), hands it to the component and returns the event id, which the edges give
   back to the caller (Layotto's PublishEvent answers Empty, so the id travels in a header).
-- `publish_bulk` publishes entries one by one (no component has a native bulk publish yet) and
-  lists the entries that failed instead of failing the call; a bad request as a whole (pubsub,
-  topic, entry ids) fails it.
+- `publish_bulk` lists the entries that failed instead of failing the call; a bad request as a
+  whole (pubsub, topic, entry ids) fails it. Each entry is prepared as a single publish would be
+  (its envelope, its metadata over the request's); an entry that cannot be prepared fails alone.
+  A component that declares `BULK_PUBSUB` gets the prepared entries in one `publish_bulk` call,
+  bounded by the call timeout as a single publish is (a failed or timed-out call fails every
+  entry it was given); any other component gets one `publish` per entry, in order.
 - Errors carry Dapr's reasons (`DAPR_PUBSUB_*`, dapr-compat.md section 4) on both surfaces.
 - `open_delivery` prepares a `DeliveryLoop` for one (pubsub, topic) subscription; the app
   callback dispatcher and streaming subscriptions both deliver through it. At most one
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +36,7 @@ from layotto.plugin import (
     SubscribeRequest,
 )
 from layotto.plugin.flags import is_truthy
+from layotto.plugin.pubsub import BulkPublishEntry, BulkPublishRequest
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.cloudevents import (
     CLOUDEVENTS_JSON,
@@ -42,6 +47,8 @@ from layotto.services.cloudevents import (
 )
 from layotto.services.keys import KeyPrefix
 from layotto.services.pubsub_delivery import Deliver, DeliveryLoop, DeliveryPolicy, HealthSink
+
+log = logging.getLogger(__name__)
 
 COMPONENT = "the pub/sub component"
 _NO_KEYS = KeyPrefix("")  # topics are not prefixed
@@ -113,6 +120,46 @@ class PubSubService:
             )
         return pubsub
 
+    def _prepare(
+        self,
+        pubsub: PubSub,
+        pubsub_name: str,
+        topic: str,
+        data: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None,
+        style: EnvelopeStyle,
+        traceparent: str | None,
+    ) -> tuple[PublishRequest, str]:
+        """The request to hand the component and the event id: the CloudEvents envelope
+        (unless `rawPayload`). Raises InvalidArgument for what cannot be enveloped."""
+        meta = dict(metadata or {})
+        if is_truthy(meta.get(RAW_PAYLOAD_METADATA)):
+            # Sent as it is; the id travels as a header so a subscriber that wraps the raw
+            # payload can give it the same id.
+            event_id = meta.get(OVERRIDE_PREFIX + "id") or str(uuid.uuid4())
+            meta[OVERRIDE_PREFIX + "id"] = event_id
+            return PublishRequest(topic, data, meta, content_type), event_id
+        built = envelope(
+            data=data,
+            content_type=content_type,
+            topic=topic,
+            pubsub_name=pubsub_name,
+            metadata=meta,
+            style=style,
+            broker_expires=PubSubFeature.MESSAGE_TTL in pubsub.features,
+            traceparent=traceparent,
+        )
+        return PublishRequest(topic, built.body, meta, CLOUDEVENTS_JSON), built.id
+
+    @staticmethod
+    def _publish_failed(err: LayottoError, pubsub_name: str, topic: str) -> LayottoError:
+        """Dapr's reason for a publish the component failed (not for a refused request)."""
+        if err.category is ErrorCategory.INTERNAL:
+            err.reason = "DAPR_PUBSUB_PUBLISH_MESSAGE"
+            err.metadata = {"pubsubName": pubsub_name, "topic": topic, **err.metadata}
+        return err
+
     async def publish(
         self,
         pubsub_name: str,
@@ -125,26 +172,9 @@ class PubSubService:
         traceparent: str | None = None,
     ) -> Published:
         pubsub = self._resolve_topic(pubsub_name, topic)
-        meta = dict(metadata or {})
-        if is_truthy(meta.get(RAW_PAYLOAD_METADATA)):
-            # Sent as it is; the id travels as a header so a subscriber that wraps the raw
-            # payload can give it the same id.
-            event_id = meta.get(OVERRIDE_PREFIX + "id") or str(uuid.uuid4())
-            meta[OVERRIDE_PREFIX + "id"] = event_id
-            request = PublishRequest(topic, data, meta, content_type)
-        else:
-            built = envelope(
-                data=data,
-                content_type=content_type,
-                topic=topic,
-                pubsub_name=pubsub_name,
-                metadata=meta,
-                style=style,
-                broker_expires=PubSubFeature.MESSAGE_TTL in pubsub.features,
-                traceparent=traceparent,
-            )
-            event_id = built.id
-            request = PublishRequest(topic, built.body, meta, CLOUDEVENTS_JSON)
+        request, event_id = self._prepare(
+            pubsub, pubsub_name, topic, data, content_type, metadata, style, traceparent
+        )
         try:
             await call_component(
                 f"publishing to topic {topic!r}",
@@ -154,9 +184,7 @@ class PubSubService:
                 lambda: pubsub.publish(request),
             )
         except LayottoError as err:
-            if err.category is ErrorCategory.INTERNAL:
-                err.reason = "DAPR_PUBSUB_PUBLISH_MESSAGE"
-                err.metadata = {"pubsubName": pubsub_name, "topic": topic, **err.metadata}
+            self._publish_failed(err, pubsub_name, topic)
             raise
         return Published(event_id)
 
@@ -170,9 +198,9 @@ class PubSubService:
         style: EnvelopeStyle = LAYOTTO_STYLE,
         traceparent: str | None = None,
     ) -> list[BulkFailure]:
-        """Publish each entry in order; the entries that failed, with why. Entry ids must be
-        present and unique: they are how the caller learns which entries failed."""
-        self._resolve_topic(pubsub_name, topic)
+        """Publish every entry; the entries that failed, with why, in entry order. Entry ids
+        must be present and unique: they are how the caller learns which entries failed."""
+        pubsub = self._resolve_topic(pubsub_name, topic)
         seen: set[str] = set()
         for index, entry in enumerate(entries):
             if not entry.entry_id:
@@ -183,6 +211,10 @@ class PubSubService:
                 )
             seen.add(entry.entry_id)
         shared = dict(metadata or {})
+        if PubSubFeature.BULK_PUBSUB in pubsub.features:
+            return await self._publish_native(
+                pubsub, pubsub_name, topic, entries, shared, style, traceparent
+            )
         failures: list[BulkFailure] = []
         for entry in entries:
             try:
@@ -198,6 +230,67 @@ class PubSubService:
             except LayottoError as err:
                 failures.append(BulkFailure(entry.entry_id, err.message))
         return failures
+
+    async def _publish_native(
+        self,
+        pubsub: PubSub,
+        pubsub_name: str,
+        topic: str,
+        entries: Sequence[BulkEntry],
+        shared: Mapping[str, str],
+        style: EnvelopeStyle,
+        traceparent: str | None,
+    ) -> list[BulkFailure]:
+        """One `publish_bulk` call for every entry that could be prepared."""
+        errors: dict[str, str] = {}
+        prepared: list[BulkPublishEntry] = []
+        for entry in entries:
+            try:
+                request, _ = self._prepare(
+                    pubsub,
+                    pubsub_name,
+                    topic,
+                    entry.data,
+                    entry.content_type,
+                    {**shared, **entry.metadata},
+                    style,
+                    traceparent,
+                )
+            except LayottoError as err:
+                errors[entry.entry_id] = err.message
+                continue
+            prepared.append(
+                BulkPublishEntry(
+                    entry.entry_id, request.data, request.metadata, request.content_type
+                )
+            )
+        if prepared:
+            bulk = BulkPublishRequest(topic, prepared)
+            try:
+                failed = await call_component(
+                    f"publishing {len(prepared)} entries to topic {topic!r}",
+                    COMPONENT,
+                    _NO_KEYS,
+                    self._call_timeout,
+                    lambda: pubsub.publish_bulk(bulk),
+                )
+            except LayottoError as err:
+                errors.update((e.entry_id, err.message) for e in prepared)
+            else:
+                sent = {e.entry_id for e in prepared}
+                for failure in failed:
+                    if failure.entry_id in sent:
+                        errors.setdefault(failure.entry_id, failure.error.message)
+                    else:  # a component bug: say so, but do not invent a failed entry
+                        log.warning(
+                            "bulk publish to %s/%s: the component reported unknown entry %r",
+                            pubsub_name,
+                            topic,
+                            failure.entry_id,
+                        )
+        return [
+            BulkFailure(e.entry_id, errors[e.entry_id]) for e in entries if e.entry_id in errors
+        ]
 
     def delivery(
         self,

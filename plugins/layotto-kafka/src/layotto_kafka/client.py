@@ -12,6 +12,10 @@ the broker's ack (at once when the connections drop, else every half second), a 
 Metadata request with no topics, bounded to a second) asks whether any broker answers; when
 none does, the publish fails at once with `BackendUnavailable`. The whole publish is bounded by
 `publishTimeout`.
+
+A bulk publish (`publish_many`) is the same path for many records: each is handed to the
+producer without awaiting the one before, then all the deliveries are awaited together under the
+one `publishTimeout`, each record getting its own outcome.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import math
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -53,6 +58,15 @@ CLOSE_PROBE_TIMEOUT = 0.5
 SUBSCRIBE_TIMEOUT = 30.0  # join + assignment + positions
 
 _M = TypeVar("_M", bound=KafkaMetadata)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to publish: the value, the key (the partition) and the headers."""
+
+    data: bytes
+    key: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -226,6 +240,20 @@ class KafkaClient:
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]],
     ) -> None:
+        (error,) = await self.publish_many(topic, [Record(data, key, headers)])
+        if error is not None:
+            raise error
+
+    async def publish_many(
+        self, topic: str, records: Sequence[Record]
+    ) -> list[LayottoError | None]:
+        """Publish `records` to `topic` at once: every record is handed to the producer
+        without waiting for the one before (its accumulator puts the records of a partition
+        into one produce request), then every delivery is awaited together, the whole bounded
+        by `publishTimeout`. -> per record, in order: None when the broker acknowledged it,
+        else why not (a record still unacknowledged at the deadline, or when no broker
+        answers any more, fails: it may still arrive, which at-least-once allows). Raises
+        `BackendUnavailable` before sending anything when no broker answers."""
         producer = self._producer
         what = f"{self.what}: publish to {topic!r}"
         if producer is None:
@@ -238,37 +266,61 @@ class KafkaClient:
             min(PROBE_TIMEOUT, max(0.05, deadline - loop.time()))
         ):
             raise self._unavailable(what)
+        errors: list[LayottoError | None] = [None] * len(records)
+        pending: dict[asyncio.Future[Any], int] = {}
+        index = 0
         try:
-            delivery = await asyncio.wait_for(
-                producer.send(topic, data, key=key, headers=list(headers)),
-                max(0.05, deadline - loop.time()),
-            )
+            # A cancelled send() enqueues nothing (aiokafka's contract): the records from
+            # there on are simply not sent.
+            async with asyncio.timeout_at(max(deadline, loop.time() + 0.05)):
+                for index, record in enumerate(records):
+                    try:
+                        delivery = await producer.send(
+                            topic, record.data, key=record.key, headers=list(record.headers)
+                        )
+                    except Exception as err:
+                        errors[index] = translate(err, what)
+                        continue
+                    delivery.add_done_callback(_retrieve)
+                    pending[delivery] = index
+                index = len(records)
         except TimeoutError:
-            raise await self._timed_out(what) from None
-        except Exception as err:
-            raise translate(err, what) from None
-        delivery.add_done_callback(_retrieve)
+            late = await self._timed_out(what)
+            for rest in range(index, len(records)):
+                if errors[rest] is None:
+                    errors[rest] = late
 
         next_check = loop.time() + DELIVERY_CHECK
-        while True:
+        while pending:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise await self._timed_out(what)
-            await asyncio.wait((delivery,), timeout=min(DELIVERY_SLICE, remaining))
-            if delivery.done():
-                error = delivery.exception() if not delivery.cancelled() else None
-                if error is not None:
-                    raise translate(error, what) from None
-                self._last_contact = loop.time()
-                return
-            # Not acked yet: is anybody there at all? Ask at once when the connections are
-            # gone, else every DELIVERY_CHECK while nothing was heard from the cluster.
+                late = await self._timed_out(what)
+                for position in pending.values():
+                    errors[position] = late
+                break
+            done, _ = await asyncio.wait(pending, timeout=min(DELIVERY_SLICE, remaining))
+            for delivery in done:
+                position = pending.pop(delivery)
+                if delivery.cancelled():  # never acknowledged: the producer is going away
+                    errors[position] = self._unavailable(what)
+                elif (error := delivery.exception()) is not None:
+                    errors[position] = translate(error, what)
+                else:
+                    self._last_contact = loop.time()
+            if not pending:
+                break
+            # Not all acked yet: is anybody there at all? Ask at once when the connections
+            # are gone, else every DELIVERY_CHECK while nothing was heard from the cluster.
             now = loop.time()
             stale = now >= next_check and now - self._last_contact > DELIVERY_CHECK
             if stale or not _has_connection(producer.client):
                 next_check = now + DELIVERY_CHECK
                 if not await self.probe(min(PROBE_TIMEOUT, max(0.05, deadline - now))):
-                    raise self._unavailable(what)
+                    gone = self._unavailable(what)
+                    for position in pending.values():
+                        errors[position] = gone
+                    break
+        return errors
 
     async def _timed_out(self, what: str) -> LayottoError:
         if not await self.probe(PROBE_TIMEOUT / 2):

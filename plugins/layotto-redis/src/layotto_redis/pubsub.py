@@ -13,6 +13,10 @@
   them, or our own ack failed) and delivers them again, skipping those this subscription has
   in flight (received and not yet acked). Entries deleted from the stream while pending are
   acked away.
+- Bulk publish (`BULK_PUBSUB`): one non-transactional pipeline of the same `XADD`s, one round
+  trip; an entry whose `XADD` the server refused is listed with that error, and a pipeline that
+  fails as a whole (connection lost, timeout) fails every entry (some may have been added: they
+  are listed all the same, at-least-once).
 - A message is acked (`XACK`) only when the sidecar says so. Closing a subscription acks
   nothing: its entries stay pending and come back to the next subscription of that consumer.
 """
@@ -41,6 +45,7 @@ from layotto.plugin import (
     SubscribeRequest,
     Subscription,
 )
+from layotto.plugin.pubsub import BulkPublishFailure, BulkPublishRequest
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
@@ -123,7 +128,7 @@ def _is_busygroup(err: BaseException) -> bool:
 
 class RedisPubSub(RedisComponent, PubSub):
     label = "pub/sub"
-    features = frozenset[PubSubFeature]()
+    features = frozenset({PubSubFeature.BULK_PUBSUB})
 
     def __init__(self, settings: RedisPubSubMetadata, context: ComponentContext) -> None:
         super().__init__(settings, context)
@@ -191,6 +196,26 @@ class RedisPubSub(RedisComponent, PubSub):
                 maxlen=self.settings.max_len,
                 approximate=True,
             )
+
+    async def publish_bulk(self, request: BulkPublishRequest) -> list[BulkPublishFailure]:
+        if not request.topic:
+            raise InvalidArgument("field 'topic' must not be empty")
+        requests = request.requests()
+        with self.errors():
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _, single in requests:
+                    pipe.xadd(
+                        request.topic,
+                        encode_fields(single),  # type: ignore[arg-type]
+                        maxlen=self.settings.max_len,
+                        approximate=True,
+                    )
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return [
+            BulkPublishFailure(entry_id, translate(reply, self._what, self._secrets))
+            for (entry_id, _), reply in zip(requests, replies, strict=True)
+            if isinstance(reply, Exception)
+        ]
 
     # -- subscribe -------------------------------------------------------------------------
 

@@ -32,6 +32,11 @@ that something does NOT arrive, after a sentinel published behind it has arrived
 `failing_handler_sleep` (0.2 s: the failing handler sleeps first, so messages pile up),
 `carries_metadata` (True: publish metadata comes back in `TopicEvent.metadata`).
 
+Bulk publish (conformance.md §2, *feature bulkpublish*): the bulk scenarios need a harness that
+is also a `BulkPublishHarness` (`ComponentHarness` is: it publishes through the sidecar's own
+`PubSubService.publish_bulk`) and a component that declares `PubSubFeature.BULK_PUBSUB`; they
+skip with the reason otherwise.
+
 Topics are unique per test (`conformance_prefix`) and every message is published with the
 metadata `partitionKey=<prefix>key`, so a component that orders by key keeps them in order.
 Topics are not deleted afterwards (the SPI cannot); a plugin fixture may sweep them.
@@ -43,7 +48,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol, runtime_checkable
@@ -55,11 +60,13 @@ from layotto.plugin import (
     RAW_PAYLOAD_METADATA,
     Health,
     HealthStatus,
+    Kind,
     PublishRequest,
     PubSub,
     PubSubFeature,
     SubscribeRequest,
 )
+from layotto.plugin.pubsub import BulkPublishEntry
 from layotto.services.cloudevents import (
     CLOUDEVENTS_JSON,
     LAYOTTO_STYLE,
@@ -68,7 +75,9 @@ from layotto.services.cloudevents import (
     TopicEvent,
     envelope,
 )
+from layotto.services.pubsub import BulkEntry, PubSubService
 from layotto.services.pubsub_delivery import DeliveryLoop, DeliveryPolicy
+from layotto.testing.conformance._services import registry_with
 from layotto.testing.conformance._support import ConformanceBase, Names
 
 Handler = Callable[[TopicEvent], Awaitable[EventStatus]]
@@ -115,6 +124,20 @@ class PubSubHarness(Protocol):
         that reaches `handler`); leaving closes it, and events left unanswered stay un-acked."""
 
 
+@runtime_checkable
+class BulkPublishHarness(Protocol):
+    """Optional, for the bulk scenarios: a harness that publishes many events at once, as
+    Dapr's BulkPublishEvent does."""
+
+    @property
+    def features(self) -> frozenset[PubSubFeature]:
+        """The features of the component under test."""
+
+    async def publish_bulk(self, topic: str, entries: Sequence[BulkPublishEntry]) -> dict[str, str]:
+        """Publish the entries (app payloads: each gets its envelope as a single publish
+        would) in one bulk call; the entries that failed, entry id -> error message."""
+
+
 FAST_POLICY = DeliveryPolicy(retry_initial_interval=0.05, retry_max_interval=0.5)
 
 
@@ -144,6 +167,7 @@ class ComponentHarness:
         self.close_grace = close_grace
         # Every loop this harness ran, newest last (their `stats` help tests).
         self.loops: list[DeliveryLoop] = []
+        self._service: PubSubService | None = None  # for publish_bulk, made on first use
 
     async def check_health(self) -> Health:
         return await self.pubsub.check_health()
@@ -170,6 +194,23 @@ class ComponentHarness:
             broker_expires=PubSubFeature.MESSAGE_TTL in self.pubsub.features,
         )
         await self.pubsub.publish(PublishRequest(topic, event.body, meta, CLOUDEVENTS_JSON))
+
+    @property
+    def features(self) -> frozenset[PubSubFeature]:
+        return self.pubsub.features
+
+    async def publish_bulk(self, topic: str, entries: Sequence[BulkPublishEntry]) -> dict[str, str]:
+        """Through the sidecar's own bulk path (`PubSubService.publish_bulk`): the component's
+        `publish_bulk` when it declares BULK_PUBSUB, one `publish` per entry otherwise."""
+        if self._service is None:
+            self._service = PubSubService(registry_with(Kind.PUBSUB, self.pubsub_name, self.pubsub))
+        failures = await self._service.publish_bulk(
+            self.pubsub_name,
+            topic,
+            [BulkEntry(e.entry_id, e.data, e.content_type, e.metadata) for e in entries],
+            style=self.style,
+        )
+        return {f.entry_id: f.error for f in failures}
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -635,6 +676,92 @@ class PubSubConformance(ConformanceBase):
         assert len(landed) == 1
         assert landed[0].id == source.events[0].id
         assert landed[0].topic == dead
+
+    # -- bulk publish (feature bulkpublish) --------------------------------------------------
+
+    def bulk_harness(self, harness: PubSubHarness) -> BulkPublishHarness:
+        """The harness as a `BulkPublishHarness`; skips unless it is one and the component
+        declares BULK_PUBSUB."""
+        if not isinstance(harness, BulkPublishHarness):
+            pytest.skip(f"{type(harness).__name__} cannot bulk publish (no BulkPublishHarness)")
+        if PubSubFeature.BULK_PUBSUB not in harness.features:
+            pytest.skip("the component does not declare PubSubFeature.BULK_PUBSUB")
+        return harness
+
+    def bulk_entries(self, names: PubSubNames, tag: str, count: int) -> list[BulkPublishEntry]:
+        return [
+            BulkPublishEntry(
+                f"{tag}-{i}",
+                names.message(tag, i),
+                names.metadata(**{"x-entry": str(i)}),
+                "text/plain",
+            )
+            for i in range(count)
+        ]
+
+    async def test_bulk_publish(
+        self, pubsub_harness: PubSubHarness, pubsub_names: PubSubNames
+    ) -> None:
+        """N entries in one bulk call, no failed entry; each is delivered exactly once, with
+        its payload, content type and metadata, as its own event (its own id); in an ordered
+        harness in entry order (they share a partition key). An empty bulk publishes nothing."""
+        harness, names, count = pubsub_harness, pubsub_names, self.message_count
+        bulk = self.bulk_harness(harness)
+        topic = names("bulk")
+        entries = self.bulk_entries(names, "bulk", count)
+        expected = {e.data for e in entries}
+        rec = Recorder()
+        async with harness.subscribe(topic, rec):
+            assert await bulk.publish_bulk(topic, []) == {}, "an empty bulk failed"
+            assert await bulk.publish_bulk(topic, entries) == {}, "entries failed"
+            await rec.wait(
+                _has_all(rec, expected),
+                deadline=self.deadline,
+                what=f"all {count} bulk-published entries delivered",
+            )
+            await self.sentinel(harness, names, topic, rec, "after-bulk")
+        bulk_events = [e for e in rec.events if e.data in expected]
+        assert len(bulk_events) == count, (
+            f"{len(bulk_events)} deliveries for {count} entries: "
+            f"{sorted(Counter(e.data for e in bulk_events).items())[:5]}"
+        )
+        assert len({e.id for e in bulk_events}) == count, "entries share an event id"
+        by_data = {e.data: e for e in bulk_events}
+        for index, entry in enumerate(entries):
+            event = by_data[entry.data]
+            assert event.topic == topic
+            assert event.datacontenttype == "text/plain"
+            if self.carries_metadata:
+                assert event.metadata.get("x-entry") == str(index), event.metadata
+        foreign = [d for d in rec.datas() if d not in expected and b"sentinel" not in d]
+        assert not foreign, f"unexpected events (the empty bulk?): {foreign[:3]}"
+        if harness.ordered:
+            order = [names.seq_of("bulk", e.data) or 0 for e in bulk_events]
+            assert order == sorted(order), f"bulk entries out of entry order: {order}"
+
+    async def test_bulk_publish_lists_only_the_failed_entry(
+        self, pubsub_harness: PubSubHarness, pubsub_names: PubSubNames
+    ) -> None:
+        """An entry that cannot be published (declared a CloudEvent, not JSON) is listed by
+        its id, alone; every other entry of the bulk is delivered."""
+        harness, names = pubsub_harness, pubsub_names
+        bulk = self.bulk_harness(harness)
+        topic = names("bulk-partial")
+        entries = self.bulk_entries(names, "partial", 5)
+        bad = BulkPublishEntry("partial-bad", b"not json", {}, CLOUDEVENTS_JSON)
+        entries.insert(2, bad)
+        good = {e.data for e in entries if e is not bad}
+        rec = Recorder()
+        async with harness.subscribe(topic, rec):
+            failed = await bulk.publish_bulk(topic, entries)
+            assert list(failed) == [bad.entry_id], failed
+            await rec.wait(
+                _has_all(rec, good),
+                deadline=self.deadline,
+                what="the entries that did not fail delivered",
+            )
+            await anyio.sleep(self.quiet_period)
+        assert sorted(rec.datas()) == sorted(good)
 
 
 def _has_all(rec: Recorder, wanted: set[bytes]) -> Callable[[], bool]:
