@@ -23,11 +23,13 @@ from layotto.plugin import (
     GetRequest,
     GetResponse,
     Kind,
+    PublishRequest,
     SetRequest,
     StateStore,
 )
 from layotto.resiliency import CircuitBreakerOpen, Resiliency, merge_specs, parse_resiliency_spec
 from layotto.services.cloudevents import EventStatus, TopicEvent
+from layotto.services.pubsub import PubSubService
 from layotto.services.pubsub_delivery import DeliveryPolicy
 from layotto.services.secrets import SecretService
 from layotto.services.state import StateService
@@ -338,3 +340,43 @@ async def test_an_open_inbound_breaker_holds_deliveries_back(pubsub: InMemoryPub
         await h.publish("t", b"x")
         await wait_until(lambda: h.loops[-1].stats.dead_lettered == 1)
     assert calls == 2
+
+
+# -- pub/sub through the service --------------------------------------------------------------
+
+
+async def test_the_pubsub_service_applies_both_directions(pubsub: InMemoryPubSub) -> None:
+    res = resiliency(
+        """
+policies:
+  retries:
+    twice: {policy: constant, duration: 5ms, maxRetries: 2}
+targets:
+  components:
+    events: {outbound: {retry: twice}, inbound: {retry: twice}}
+"""
+    )
+    registry = ComponentRegistry(res)
+    config = ComponentConfig(name="events", kind=Kind.PUBSUB, type="in-memory")
+    registry.add(BuiltComponent(config, _spec(Kind.PUBSUB), pubsub))
+    service = PubSubService(registry)
+    attempts = 0
+    original = pubsub.publish
+
+    async def flaky_publish(request: PublishRequest) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError("broker restarting")
+        await original(request)
+
+    pubsub.publish = flaky_publish  # type: ignore[method-assign]
+    await service.publish("events", "orders", b"{}")
+    assert attempts == 3  # two failures retried by the outbound policy
+
+    async def deliver(event: TopicEvent) -> EventStatus:
+        return EventStatus.SUCCESS
+
+    loop = service.delivery("events", "orders", deliver)
+    assert loop.policy.inbound is res.component_inbound("events", Kind.PUBSUB)
+    assert loop.policy.inbound.retry is not None

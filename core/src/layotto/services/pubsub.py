@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -37,6 +37,7 @@ from layotto.plugin import (
 )
 from layotto.plugin.flags import is_truthy
 from layotto.plugin.pubsub import BulkPublishEntry, BulkPublishRequest
+from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.cloudevents import (
     CLOUDEVENTS_JSON,
@@ -88,11 +89,16 @@ class PubSubService:
         self._policy = policy or DeliveryPolicy()
         self._call_timeout = call_timeout
         self._pubsubs: dict[str, PubSub] = {}
+        # Per component: its Dapr resiliency policies for publishing and for deliveries.
+        self._outbound: dict[str, Policy] = {}
+        self._inbound: dict[str, Policy] = {}
         self._live: dict[tuple[str, str], anyio.Event] = {}
         for name, built in registry.of_kind(Kind.PUBSUB).items():
             if not isinstance(built.component, PubSub):
                 raise TypeError(f"pubsub component {name!r} is not a PubSub")
             self._pubsubs[name] = built.component
+            self._outbound[name] = registry.outbound_policy(Kind.PUBSUB, name)
+            self._inbound[name] = registry.inbound_policy(Kind.PUBSUB, name)
 
     @property
     def policy(self) -> DeliveryPolicy:
@@ -182,6 +188,7 @@ class PubSubService:
                 _NO_KEYS,
                 self._call_timeout,
                 lambda: pubsub.publish(request),
+                policy=self._outbound[pubsub_name],
             )
         except LayottoError as err:
             self._publish_failed(err, pubsub_name, topic)
@@ -273,6 +280,7 @@ class PubSubService:
                     _NO_KEYS,
                     self._call_timeout,
                     lambda: pubsub.publish_bulk(bulk),
+                    policy=self._outbound[pubsub_name],
                 )
             except LayottoError as err:
                 errors.update((e.entry_id, err.message) for e in prepared)
@@ -306,7 +314,8 @@ class PubSubService:
         unknown pubsub, an empty topic or bad subscription metadata."""
         pubsub = self._resolve_topic(pubsub_name, topic)
         meta = dict(metadata or {})
-        policy = self._policy.for_subscription(meta)
+        policy = replace(self._policy, inbound=self._inbound[pubsub_name])
+        policy = policy.for_subscription(meta)
         if dead_letter_topic:
             policy = policy.for_subscription({"deadLetterTopic": dead_letter_topic})
         return DeliveryLoop(
