@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from grpclib.server import Server
 
-from layotto.api.grpc_coalescing import CoalescingServer
 from layotto.api.rich_errors import RICH_STATUS_CODEC
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class ApiServer:
         self._services = services
         self._host = host
         self._port = port
-        self._server: CoalescingServer | None = None
+        self._server: Server | None = None
         self._stopped = anyio.Event()
         self.bound_port: int | None = None
 
@@ -31,8 +31,7 @@ class ApiServer:
         self._stopped = anyio.Event()
         # Our codec encodes google.rpc.Status with the generated messages (Dapr's rich error
         # details) whether or not googleapis-common-protos is importable.
-        # CoalescingServer: one socket write per connection per loop turn (grpc_coalescing).
-        server = CoalescingServer(self._services, status_details_codec=RICH_STATUS_CODEC)
+        server = Server(self._services, status_details_codec=RICH_STATUS_CODEC)
         await server.start(self._host, self._port, reuse_address=True)
         self._server = server
         # grpclib does not expose the bound port; it matters when we were asked for port 0.
