@@ -404,6 +404,25 @@ def test_cli_check_good_config(tmp_path: Path) -> None:
     assert "orders" in result.stdout
 
 
+def test_cli_check_lists_resiliency_and_refuses_a_missing_policy(tmp_path: Path) -> None:
+    config = tmp_path / "layotto.yaml"
+    good = (
+        "components:\n  - name: orders\n    type: state.in-memory\n"
+        "resiliency:\n  policies:\n    timeouts: {general: 2s}\n"
+        "  targets:\n    components:\n      orders: {outbound: {timeout: general}}\n"
+    )
+    config.write_text(good, encoding="utf-8")
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "resiliency: 1 polic(ies), 1 target(s)" in result.stdout
+    config.write_text(good.replace("timeout: general", "timeout: missing"), encoding="utf-8")
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode != 0
+    assert "spec.targets.components.orders.outbound.timeout" in result.stderr
+    assert "no timeout policy named 'missing'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_check_bad_config_lists_installed_types(tmp_path: Path) -> None:
     config = tmp_path / "layotto.yaml"
     config.write_text("components:\n  - name: orders\n    type: state.nosuch\n", encoding="utf-8")

@@ -175,6 +175,14 @@ def check(config_file: Path | None, resources_paths: tuple[Path, ...]) -> None:
             f"    {item.config.name:<20} {item.config.qualified_type}  "
             f"({item.config.source}){reads}"
         )
+    for endpoint in config.http_endpoints:
+        click.echo(f"    endpoint {endpoint.name:<11} {endpoint.base_url}")
+    targets = config.resiliency.targets
+    named = len(targets.apps) + len(targets.components)
+    policies = config.resiliency.policies
+    defined = len(policies.timeouts) + len(policies.retries) + len(policies.circuit_breakers)
+    if defined:
+        click.echo(f"    resiliency: {defined} polic(ies), {named} target(s)")
 
 
 @main.command()
