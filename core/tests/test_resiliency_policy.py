@@ -149,13 +149,13 @@ async def test_timeouts_count_as_breaker_failures() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_an_open_breaker_fails_fast_without_calling_or_retrying() -> None:
+async def test_an_open_breaker_fails_fast_without_calling_the_operation() -> None:
     breaker = _breaker("consecutiveFailures >= 2")
     policy = Policy("component 'pubsub' outbound", retry=_retry(10), breaker=breaker)
     op = Flaky(*(BackendUnavailable("down") for _ in range(20)))
     with pytest.raises(CircuitBreakerOpen) as caught:
         await policy.run(op)
-    # Two failures trip it; the third attempt is refused and ends the retries.
+    # Two failures trip it; the remaining retries are refused by the breaker without a call.
     assert op.calls == 2
     assert isinstance(caught.value, BackendUnavailable)
     assert caught.value.reason == "ERR_CIRCUIT_BREAKER_OPEN"
@@ -165,6 +165,17 @@ async def test_an_open_breaker_fails_fast_without_calling_or_retrying() -> None:
     with pytest.raises(CircuitBreakerOpen):
         await policy.attempt(again)
     assert again.calls == 0
+
+
+async def test_retries_outlast_an_open_breaker_and_succeed_once_it_half_opens() -> None:
+    breaker = _breaker("consecutiveFailures >= 1", timeout=0.02)
+    policy = Policy("app 'b'", retry=_retry(50, duration=0.005), breaker=breaker)
+    op = Flaky(BackendUnavailable("down"))
+    assert await policy.run(op) == "ok"
+    # One failure opened it; retries were refused until it half-opened, then the trial call
+    # (the second call of the operation) succeeded and closed it.
+    assert op.calls == 2
+    assert breaker.state is BreakerState.CLOSED
 
 
 async def test_the_breaker_closes_again_after_a_successful_probe() -> None:

@@ -2,7 +2,9 @@
 
 Order, as in daprd's runner: the retry loop drives attempts; each attempt asks the breaker first
 and runs under the per-attempt timeout, so a timed-out attempt counts as a breaker failure and
-can be retried. An open breaker is final for the call (retrying it would only spin).
+can be retried. A call refused by an open breaker is retried too (Dapr: retries cover "requests
+failed due to a timeout or circuit breaker policy"): after the retry delay the breaker is asked
+again, and once it half-opens the retry is its trial call.
 """
 
 from __future__ import annotations
@@ -87,8 +89,6 @@ class Policy:
         while True:
             try:
                 return await self.attempt(operation, retriable=retriable)
-            except CircuitBreakerOpen:
-                raise
             except Exception as err:
                 if not retriable(err) or not retry.allows(retries_done):
                     raise
