@@ -216,8 +216,10 @@ class RuntimeConfig(_Model):
     subscriptions: tuple[DeclaredSubscription, ...] = ()
     # Dapr HTTPEndpoints, already scoped to our app id.
     http_endpoints: tuple[HttpEndpointConfig, ...] = ()
-    # Timeouts, retries and circuit breakers: every Resiliency that applies to us, merged.
+    # Timeouts, retries and circuit breakers: every Resiliency that applies to us, merged,
+    # and the names of the resources it came from (metadata's `resiliencies`).
     resiliency: ResiliencySpec = ResiliencySpec()
+    resiliency_names: tuple[str, ...] = ()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
         """Apply command-line flags; None means 'not given'."""
@@ -278,7 +280,7 @@ def load_config(
         load_dapr_http_endpoints,
         native_http_endpoints,
     )
-    from layotto.config_resiliency import load_dapr_resiliency, merged, native_resiliency
+    from layotto.config_resiliency import load_dapr_resiliency, merged, names, native_resiliency
 
     endpoints = native_http_endpoints(raw.pop("http_endpoints", None), config_file, app_id)
     resiliencies = native_resiliency(raw.pop("resiliency", None), config_file)
@@ -298,6 +300,7 @@ def load_config(
                 "subscriptions": subscriptions,
                 "http_endpoints": endpoints,
                 "resiliency": merged(resiliencies),
+                "resiliency_names": names(resiliencies),
             }
         )
     except ValidationError as err:

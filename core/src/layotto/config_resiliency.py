@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,21 @@ log = logging.getLogger(__name__)
 
 KIND = "Resiliency"
 
-Sourced = tuple[str, ResiliencySpec]
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One source of policies: a Dapr resource (`name`: its `metadata.name`) or the native
+    section (no name: metadata lists resources only)."""
+
+    source: str
+    name: str
+    spec: ResiliencySpec
 
 
-def load_dapr_resiliency(directory: Path, app_id: str = "") -> list[Sourced]:
+def load_dapr_resiliency(directory: Path, app_id: str = "") -> list[Loaded]:
     """The folder's `Resiliency` documents that apply to `app_id` (Dapr `scopes`), each with
     its source label."""
-    found: list[Sourced] = []
+    found: list[Loaded] = []
     for source, doc in _dapr_documents(directory, KIND):
         meta = doc.get("metadata")
         name = meta.get("name") if isinstance(meta, dict) else None
@@ -40,20 +49,25 @@ def load_dapr_resiliency(directory: Path, app_id: str = "") -> list[Sourced]:
         if spec is None:
             log.warning("%s: %s has no 'spec': it defines no policies", source, label)
             continue
-        found.append((source, parse_resiliency_spec(spec, source)))
+        found.append(Loaded(source, str(name or ""), parse_resiliency_spec(spec, source)))
     return found
 
 
-def native_resiliency(section: Any, config_file: Path | None) -> list[Sourced]:
+def native_resiliency(section: Any, config_file: Path | None) -> list[Loaded]:
     """The native config's `resiliency:` section (`policies`, `targets`), if any."""
     if section is None:
         return []
     source = f"{config_file}: resiliency"
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: must be a mapping with 'policies' and 'targets'")
-    return [(source, parse_resiliency_spec(section, source))]
+    return [Loaded(source, "", parse_resiliency_spec(section, source))]
 
 
-def merged(specs: Sequence[Sourced]) -> ResiliencySpec:
+def merged(loaded: Sequence[Loaded]) -> ResiliencySpec:
     """One spec from all sources; empty when there are none."""
-    return merge_specs(specs) if specs else ResiliencySpec()
+    return merge_specs([(x.source, x.spec) for x in loaded]) if loaded else ResiliencySpec()
+
+
+def names(loaded: Sequence[Loaded]) -> tuple[str, ...]:
+    """What metadata lists as `resiliencies` (daprd: the loaded resources' names)."""
+    return tuple(x.name for x in loaded if x.name)

@@ -150,6 +150,8 @@ class Runtime:
         }
         if self.config.http_endpoints:
             body["httpEndpoints"] = [{"name": e.name} for e in self.config.http_endpoints]
+        if self.config.resiliency_names:
+            body["resiliencies"] = [{"name": name} for name in self.config.resiliency_names]
         if self.config.app.port:
             app: dict[str, Any] = {
                 "port": self.config.app.port,

@@ -160,6 +160,12 @@ async def test_an_open_breaker_stops_calls_to_the_app(
     assert target.calls["e"] == 2  # the third call never reached the app
 
 
+async def test_metadata_lists_the_resources_that_apply(http: httpx.AsyncClient) -> None:
+    metadata = (await http.get("/v1.0/metadata")).json()
+    # The resource scoped to another app is not loaded, so not listed.
+    assert metadata["resiliencies"] == [{"name": "invoke-policies"}]
+
+
 async def test_actuator_info_reports_the_policies_and_breaker_state(
     http: httpx.AsyncClient,
 ) -> None:
