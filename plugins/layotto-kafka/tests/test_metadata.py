@@ -330,6 +330,60 @@ def test_translate_hides_hosts(error: BaseException, kind: type, text: str) -> N
     assert translated.message.startswith("pubsub 'p': ")
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("server_final", [b"e=invalid-proof", b"e=unknown-user"])
+async def test_a_scram_server_error_is_an_authentication_failure(
+    anyio_backend: str, server_final: bytes
+) -> None:
+    """A broker that puts the SCRAM server-error into a *successful* SaslAuthenticate response
+    (Tansu does; Apache Kafka answers SASL_AUTHENTICATION_FAILED) makes aiokafka's SCRAM client
+    fail with a bare KeyError('v'). It is still an authentication failure, not "unexpected"."""
+    import base64
+
+    from aiokafka.conn import AIOKafkaConnection
+    from aiokafka.protocol.admin import SaslAuthenticateRequest
+
+    conn = AIOKafkaConnection(
+        "10.1.2.3",
+        9092,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="alice",
+        sasl_plain_password="hunter2",
+    )
+
+    class Handshake:
+        API_VERSION = 1
+        error_code = 0
+        enabled_mechanisms = ["SCRAM-SHA-256"]
+
+    class Authenticate:
+        error_code = 0
+        error_message = None
+
+        def __init__(self, auth_bytes: bytes) -> None:
+            self.sasl_auth_bytes = auth_bytes
+
+    async def send(request: Any, expect_response: bool = True) -> Any:
+        if not isinstance(request, SaslAuthenticateRequest):
+            return Handshake()
+        payload = request._payload.decode()  # aiokafka 0.14
+        if payload.startswith("n,,"):  # client-first: answer with a server-first
+            nonce = dict(p.split("=", 1) for p in payload[3:].split(","))["r"]
+            salt = base64.b64encode(b"salt").decode()
+            return Authenticate(f"r={nonce}srv,s={salt},i=4096".encode())
+        return Authenticate(server_final)
+
+    conn.send = send  # type: ignore[method-assign]
+    with pytest.raises(KeyError) as info:  # aiokafka 0.14: no "v=" in the server-final
+        await conn._do_sasl_handshake()
+    translated = translate(info.value, "pubsub 'p'")
+    assert isinstance(translated, BackendUnavailable)
+    assert "authentication failed" in translated.message
+    assert "hunter2" not in translated.message
+
+
 def test_fetch_max_wait_is_a_duration_with_sarama_s_default() -> None:
     assert KafkaMetadata.model_validate({"brokers": "b:9092"}).fetch_max_wait == 0.25
     assert (

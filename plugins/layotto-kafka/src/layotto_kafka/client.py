@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 from layotto.plugin import (
     BackendTimeout,
@@ -39,10 +40,18 @@ from layotto.plugin import (
     Health,
     LayottoError,
 )
+from layotto.plugin.addresses import split_host_port
 
 from layotto_kafka.aio import cancelling, quietly
 from layotto_kafka.consumer import KafkaSubscription
-from layotto_kafka.errors import CHECK_BROKERS, translate
+from layotto_kafka.errors import (
+    CHECK_AUTH,
+    CHECK_BROKERS,
+    CHECK_TLS,
+    connection_reason,
+    is_auth_failure,
+    translate,
+)
 from layotto_kafka.settings import KafkaMetadata
 
 log = logging.getLogger("layotto_kafka")
@@ -56,6 +65,7 @@ DELIVERY_SLICE = 0.05  # ... and look at the connections this often
 CLOSE_TIMEOUT = 5.0
 CLOSE_PROBE_TIMEOUT = 0.5
 SUBSCRIBE_TIMEOUT = 30.0  # join + assignment + positions
+DIAGNOSE_TIMEOUT = 3.0  # after a failed bootstrap: one more connection, to say why
 
 _M = TypeVar("_M", bound=KafkaMetadata)
 
@@ -138,7 +148,10 @@ class KafkaClient:
         except BaseException as err:
             await quietly(producer.stop(), CLOSE_TIMEOUT)
             if isinstance(err, TimeoutError | KafkaConnectionError):
-                raise BackendUnavailable(
+                why = None
+                if isinstance(err, KafkaConnectionError):  # a timeout would time out again
+                    why = await self._why_unreachable()
+                raise why or BackendUnavailable(
                     f"{self.what}: Kafka is unavailable (no broker could be reached at "
                     f"startup; {CHECK_BROKERS})"
                 ) from None
@@ -147,6 +160,54 @@ class KafkaClient:
             raise
         self._producer = producer
         self._last_contact = asyncio.get_running_loop().time()
+
+    async def _why_unreachable(self) -> LayottoError | None:
+        """After a failed bootstrap, which aiokafka reports as "Unable to bootstrap" whatever
+        happened (a refused connection, a TLS handshake, a rejected SASL login): connect once
+        more to each bootstrap broker with the same settings, and say, host-free, why the first
+        that fails for a known reason did. None when nothing more specific was learnt within
+        DIAGNOSE_TIMEOUT (all brokers together)."""
+        try:
+            async with asyncio.timeout(DIAGNOSE_TIMEOUT):
+                return await self._diagnose()
+        except TimeoutError:
+            return None
+
+    async def _diagnose(self) -> LayottoError | None:
+        options = self.client_options()
+        for entry in self.metadata.brokers:
+            try:
+                host, port = split_host_port(entry, example_port=9092)
+            except ValueError:
+                continue
+            conn = None
+            try:
+                conn = await create_conn(
+                    host,
+                    port,
+                    client_id=options["client_id"],
+                    request_timeout_ms=int(DIAGNOSE_TIMEOUT * 1000),
+                    ssl_context=options.get("ssl_context"),
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                )
+                await conn.send(MetadataRequest([]))
+            except Exception as err:
+                if is_auth_failure(err):
+                    return translate(err, self.what)
+                reason = _unreachable_reason(err, connected=conn is not None)
+                if reason is not None:
+                    return BackendUnavailable(
+                        f"{self.what}: Kafka is unavailable at startup ({reason})"
+                    )
+            else:
+                return None  # reachable now: it was a passing failure
+            finally:
+                if conn is not None:
+                    conn.close()
+        return None
 
     async def close(self) -> None:
         if self._closed:
@@ -207,7 +268,9 @@ class KafkaClient:
         async def ask(node_id: int) -> bool:
             try:
                 await client.send(node_id, MetadataRequest([]))
-            except (KafkaError, OSError, TimeoutError):
+            except Exception:
+                # KafkaError, OSError, TimeoutError, or whatever a failed (re)authentication
+                # raised inside aiokafka (see `errors.during_sasl`): no answer either way.
                 return False
             return True
 
@@ -346,6 +409,29 @@ class KafkaClient:
 
     def forget(self, subscription: KafkaSubscription) -> None:
         self._subscriptions.discard(subscription)
+
+
+def _unreachable_reason(err: BaseException, *, connected: bool) -> str | None:
+    """Why a diagnostic connection failed (not on authentication), host-free; None for a
+    timeout or a refusal (the default "check metadata.brokers" says that already)."""
+    if connected:
+        # The connection (and its TLS and SASL handshakes) succeeded, the first request did not.
+        return (
+            "the broker closed the connection at the first request; it may require "
+            f"authentication ({CHECK_AUTH}) or TLS ({CHECK_TLS})"
+        )
+    if isinstance(err, TimeoutError):
+        return None
+    reason = connection_reason(err)
+    if reason.startswith("TLS"):
+        return reason
+    if reason == "connection failed" and isinstance(err, KafkaConnectionError):
+        # Closed by the broker during the handshakes: a broker that wants TLS or SASL.
+        return (
+            "the broker closed the connection during the handshake; it may require "
+            f"authentication ({CHECK_AUTH}) or TLS ({CHECK_TLS})"
+        )
+    return None
 
 
 def _has_connection(client: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 
 from aiokafka import errors as kx
 from layotto.plugin import (
@@ -55,6 +56,37 @@ _UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# aiokafka's SASL exchange (`AIOKafkaConnection._do_sasl_handshake` in aiokafka/conn.py).
+_SASL_FRAME = "_do_sasl_handshake"
+
+
+def during_sasl(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) was raised inside aiokafka's SASL exchange.
+
+    Not every authentication failure reaches aiokafka as a Kafka error: a broker that puts the
+    SCRAM server-error (`e=invalid-proof`, `e=unknown-user`) into a successful
+    SaslAuthenticate response (Tansu does) makes aiokafka's SCRAM client fail with a bare
+    `KeyError('v')`, and a broker that offers no shared mechanism may just close the
+    connection. Whatever is raised there, the client could not authenticate."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_name == _SASL_FRAME and os.path.basename(code.co_filename) == "conn.py":
+                return True
+            tb = tb.tb_next
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def is_auth_failure(err: BaseException) -> bool:
+    """A rejected SASL login, however aiokafka reports it."""
+    return isinstance(err, _AUTH_ERRORS) or during_sasl(err)
+
+
 def connection_reason(err: BaseException) -> str:
     """A host-free description of why a connection failed."""
     cause: BaseException | None = err
@@ -89,7 +121,7 @@ def translate(err: BaseException, what: str) -> LayottoError:
     """`what` says who failed, e.g. "pubsub 'pubsub': publish to 'orders'"."""
     if isinstance(err, LayottoError):
         return err
-    if isinstance(err, _AUTH_ERRORS):
+    if is_auth_failure(err):
         return BackendUnavailable(f"{what}: Kafka authentication failed ({CHECK_AUTH})")
     if isinstance(err, _DENIED_ERRORS):
         return PermissionDenied(

@@ -55,9 +55,22 @@ def tansu_binary() -> str:
 class TansuBroker:
     """One Tansu broker process on a fixed loopback port; restartable."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        *,
+        authentication: bool = False,
+        advertised: str | None = None,
+    ) -> None:
+        """`authentication`: `tansu broker --authentication`, every client must log in with
+        SASL (Tansu offers SCRAM-SHA-256 and SCRAM-SHA-512; see the README for what this
+        build can and cannot do). `advertised`: the `host:port` the broker tells clients to
+        connect to (default: its own listener), e.g. a TLS proxy in front of it."""
         self.port = port or free_port()
         self.workdir = workdir
+        self.authentication = authentication
+        self.advertised = advertised
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._binary: str | None = None
@@ -85,10 +98,12 @@ class TansuBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             "memory://tansu/",
         ]
+        if self.authentication:
+            args.append("--authentication")
         # Tansu reads its settings from the environment too: pass none of ours through.
         env = {
             k: v
