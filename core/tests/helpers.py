@@ -7,6 +7,7 @@ Loaded by `core/tests/conftest.py` as `layotto_core_test_helpers` (the workspace
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +45,13 @@ async def serve_asgi(app: ASGIApp) -> AsyncIterator[int]:
             await server.stop()
 
 
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def text_metadata(stream: Stream[Any, Any]) -> dict[str, str]:
     return {k: v for k, v in (stream.metadata or {}).items() if isinstance(v, str)}
 
@@ -61,11 +69,12 @@ async def maybe_fail(method: str) -> None:
 
 class EchoApp:
     """Dapr `AppCallback/OnInvoke`, echoing what it received (as JSON), with an `x-reply: app`
-    header; the method names of `maybe_fail` make it fail. Serve it with
-    `layotto.testing.pubsub.serve_app`."""
+    header; the method names of `maybe_fail` make it fail. `received` keeps every request.
+    Serve it with `layotto.testing.pubsub.serve_app`."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.received: list[dapr_common.InvokeRequest] = []
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -83,6 +92,7 @@ class EchoApp:
         self.calls += 1
         message = await stream.recv_message()
         assert message is not None
+        self.received.append(message)
         await maybe_fail(message.method)
         extension = message.http_extension
         echo = {

@@ -11,6 +11,8 @@ from layotto.builtin.memory_pubsub import InMemoryPubSub
 from layotto.errors import InvalidArgument, Unsupported
 from layotto.plugin import (
     BackendUnavailable,
+    BulkPublishFailure,
+    BulkPublishRequest,
     Kind,
     Message,
     PublishRequest,
@@ -19,7 +21,6 @@ from layotto.plugin import (
     SubscribeRequest,
     Subscription,
 )
-from layotto.plugin.pubsub import BulkPublishFailure, BulkPublishRequest
 from layotto.services.cloudevents import CLOUDEVENTS_JSON
 from layotto.services.pubsub import BulkEntry, BulkFailure, PubSubService
 from layotto.testing.conformance._services import registry_with

@@ -1,6 +1,8 @@
 """The pub/sub conformance scenarios through a running sidecar on the in-memory component: the
 streaming model (SubscribeTopicEvents) and the app-callback model (OnTopicEvent), over real
-gRPC sockets. Redis and Kafka run the same classes in their plugins' suites."""
+gRPC sockets. The component runs with `bulkPublish: true` (it declares BULK_PUBSUB), so the
+bulk scenarios run too, through Dapr's BulkPublishEvent on the sidecar. Redis and Kafka run the
+same classes in their plugins' suites."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from layotto.testing.runtime import Sidecar, run_sidecar
 
 CONFIG = RuntimeConfig.model_validate(
     {
-        "components": [{"name": "pubsub", "kind": "pubsub", "type": "in-memory"}],
+        "components": [
+            {
+                "name": "pubsub",
+                "kind": "pubsub",
+                "type": "in-memory",
+                "metadata": {"bulkPublish": "true"},
+            }
+        ],
         "pubsub": {"retry_initial_interval": 0.05, "retry_max_interval": 0.5},
     }
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import anyio
 import pytest
@@ -33,7 +32,8 @@ from layotto.services.pubsub import PubSubService
 from layotto.services.pubsub_delivery import DeliveryPolicy
 from layotto.services.secrets import SecretService
 from layotto.services.state import StateService
-from layotto.testing.conformance.pubsub import ComponentHarness
+from layotto.testing.conformance.pubsub import ComponentHarness, Recorder
+from layotto_api_test_helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -256,36 +256,26 @@ def harness(pubsub: InMemoryPubSub, name: str) -> ComponentHarness:
     return ComponentHarness(pubsub, policy=policy)
 
 
-async def wait_until(check: Any) -> None:
-    with anyio.fail_after(5):
-        while not check():  # noqa: ASYNC110 - polling a handler's record
-            await anyio.sleep(0.005)
-
-
 async def test_inbound_retries_then_dead_letter(pubsub: InMemoryPubSub) -> None:
     h = harness(pubsub, "retrying")
     calls = 0
-    dead: list[TopicEvent] = []
+    dead = Recorder()
 
     async def fail(event: TopicEvent) -> EventStatus:
         nonlocal calls
         calls += 1
         return EventStatus.RETRY
 
-    async def collect(event: TopicEvent) -> EventStatus:
-        dead.append(event)
-        return EventStatus.SUCCESS
-
-    async with h.subscribe("dlq", collect), h.subscribe("t", fail, dead_letter_topic="dlq"):
+    async with h.subscribe("dlq", dead), h.subscribe("t", fail, dead_letter_topic="dlq"):
         await h.publish("t", b"x")
-        await wait_until(lambda: len(dead) == 1)
+        await until(lambda: len(dead.deliveries) == 1)
     assert calls == 3  # the first delivery and maxRetries: 2
 
 
 async def test_inbound_policy_without_retries_dead_letters_at_once(pubsub: InMemoryPubSub) -> None:
     h = harness(pubsub, "timing")
     calls = 0
-    dead: list[TopicEvent] = []
+    dead = Recorder()
 
     async def slow(event: TopicEvent) -> EventStatus:
         nonlocal calls
@@ -293,13 +283,9 @@ async def test_inbound_policy_without_retries_dead_letters_at_once(pubsub: InMem
         await anyio.sleep(1)  # past the 50 ms inbound timeout
         return EventStatus.SUCCESS
 
-    async def collect(event: TopicEvent) -> EventStatus:
-        dead.append(event)
-        return EventStatus.SUCCESS
-
-    async with h.subscribe("dlq", collect), h.subscribe("t", slow, dead_letter_topic="dlq"):
+    async with h.subscribe("dlq", dead), h.subscribe("t", slow, dead_letter_topic="dlq"):
         await h.publish("t", b"x")
-        await wait_until(lambda: len(dead) == 1)
+        await until(lambda: len(dead.deliveries) == 1)
     assert calls == 1
 
 
@@ -338,7 +324,7 @@ async def test_an_open_inbound_breaker_holds_deliveries_back(pubsub: InMemoryPub
 
     async with h.subscribe("t", fail, dead_letter_topic="dlq"):
         await h.publish("t", b"x")
-        await wait_until(lambda: h.loops[-1].stats.dead_lettered == 1)
+        await until(lambda: h.loops[-1].stats.dead_lettered == 1)
     assert calls == 2
 
 

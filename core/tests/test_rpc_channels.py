@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,7 +40,14 @@ from layotto.plugin import (
 )
 from layotto.plugin.rpc import RpcChannel, RpcRequest, TargetError
 from layotto.testing.pubsub import serve_app
-from layotto_core_test_helpers import EchoApp, maybe_fail, read_body, serve_asgi, text_metadata
+from layotto_core_test_helpers import (
+    EchoApp,
+    free_port,
+    maybe_fail,
+    read_body,
+    serve_asgi,
+    text_metadata,
+)
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -54,13 +60,6 @@ TARGET = "target-app"
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # grpclib and uvicorn are asyncio-only
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

@@ -12,31 +12,24 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from grpclib.const import Cardinality, Handler
-from grpclib.server import Stream
-from layotto._proto.dapr.proto.common import v1 as dapr_common
 from layotto._proto.dapr.proto.runtime import v1 as dapr_pb
-from layotto._proto.google.protobuf import Any as PbAny
 from layotto.actors.config_pusher import ConfigPusher
 from layotto.config import RuntimeConfig
 from layotto.errors import ComponentError
 from layotto.plugin import ConfigItem, ConfigQuery, ConfigStore, Kind
 from layotto.plugin.rpc import RpcRequest, RpcResponse
+from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.config_subscription import Subscription, SubscriptionScope
 from layotto.testing.pubsub import serve_app
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_api_test_helpers import until
-from layotto_core_test_helpers import serve_asgi
-from starlette.applications import Starlette
-from starlette.requests import Request
+from layotto_api_test_helpers import FakeHttpApp, until
+from layotto_core_test_helpers import EchoApp, serve_asgi
 from starlette.responses import Response
-from starlette.routing import Route
 
 pytestmark = pytest.mark.anyio
 
@@ -53,73 +46,6 @@ def anyio_backend() -> str:
 # -- apps ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivery:
-    method: str
-    path: str
-    content_type: str
-    body: bytes
-
-    def event(self) -> Any:
-        return json.loads(self.body)
-
-
-class HttpApp:
-    """A Dapr HTTP app recording every call; `status[path]` answers a path (default 200)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self.status: dict[str, int] = {}
-        methods = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
-        self.asgi = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
-
-    async def _handle(self, request: Request) -> Response:
-        path = request.url.path
-        if path in ("/dapr/subscribe", "/healthz") or request.method == "OPTIONS":
-            return Response(status_code=404)
-        self.deliveries.append(
-            Delivery(
-                request.method,
-                path,
-                request.headers.get("content-type", ""),
-                await request.body(),
-            )
-        )
-        return Response(b"ok", status_code=self.status.get(path, 200))
-
-    def to(self, path: str) -> list[Delivery]:
-        return [d for d in self.deliveries if d.path == path]
-
-
-class GrpcApp:
-    """A Dapr gRPC app (`AppCallback/OnInvoke` only) recording what it is invoked with."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self.verbs: list[str] = []
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return {
-            "/dapr.proto.runtime.v1.AppCallback/OnInvoke": Handler(
-                self.on_invoke,
-                Cardinality.UNARY_UNARY,
-                dapr_common.InvokeRequest,
-                dapr_common.InvokeResponse,
-            )
-        }
-
-    async def on_invoke(
-        self, stream: Stream[dapr_common.InvokeRequest, dapr_common.InvokeResponse]
-    ) -> None:
-        message = await stream.recv_message()
-        assert message is not None
-        extension = message.http_extension
-        self.verbs.append(extension.verb.name if extension else "")
-        data = message.data.value if message.data else b""
-        self.deliveries.append(Delivery("", message.method, message.content_type, data))
-        await stream.send_message(dapr_common.InvokeResponse(data=PbAny(value=b"")))
-
-
 def config(protocol: str = "http") -> RuntimeConfig:
     return RuntimeConfig.model_validate(
         {
@@ -130,7 +56,7 @@ def config(protocol: str = "http") -> RuntimeConfig:
 
 
 @asynccontextmanager
-async def http_sidecar(app: HttpApp) -> AsyncIterator[tuple[Sidecar, httpx.AsyncClient]]:
+async def http_sidecar(app: FakeHttpApp) -> AsyncIterator[tuple[Sidecar, httpx.AsyncClient]]:
     async with (
         serve_asgi(app.asgi) as port,
         run_sidecar(config(), grace_period=0.5, app_port=port) as sc,
@@ -185,16 +111,16 @@ def push_tasks() -> list[asyncio.Task[Any]]:
 
 @pytest.mark.parametrize("prefix", ["/v1.0", "/v1.0-alpha1"])
 async def test_an_update_reaches_the_app_as_daprd_posts_it(prefix: str) -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         sub_id = await subscribe(client, "feature", prefix=prefix)
         await write(sc, feature="on", other="ignored")
-        await until(lambda: len(app.deliveries) == 1)
+        await until(lambda: len(app.delivered()) == 1)
         await anyio.sleep(QUIET)
-    (delivery,) = app.deliveries
+    (delivery,) = app.delivered()
     assert (delivery.method, delivery.path) == ("POST", f"/configuration/{STORE}/feature")
-    assert delivery.content_type == "application/json"
-    event = delivery.event()
+    assert delivery.headers["content-type"] == "application/json"
+    event = delivery.json()
     assert event["id"] == sub_id
     assert set(event["items"]) == {"feature"}
     item = event["items"]["feature"]
@@ -204,38 +130,38 @@ async def test_an_update_reaches_the_app_as_daprd_posts_it(prefix: str) -> None:
 
 
 async def test_no_keys_subscribes_to_every_key() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         sub_id = await subscribe(client)
         await write(sc, a="1")
         await write(sc, b="2")
-        await until(lambda: len(app.deliveries) == 2)
-    assert [d.path for d in app.deliveries] == [
+        await until(lambda: len(app.delivered()) == 2)
+    assert [d.path for d in app.delivered()] == [
         f"/configuration/{STORE}/a",
         f"/configuration/{STORE}/b",
     ]
-    assert all(d.event()["id"] == sub_id for d in app.deliveries)
+    assert all(d.json()["id"] == sub_id for d in app.delivered())
 
 
 async def test_two_keys_in_one_update_are_two_posts_of_the_whole_event() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         sub_id = await subscribe(client, "a", "b")
         await write(sc, a="1", b="2")
-        await until(lambda: len(app.deliveries) == 2)
+        await until(lambda: len(app.delivered()) == 2)
         await anyio.sleep(QUIET)
-    assert sorted(d.path for d in app.deliveries) == [
+    assert sorted(d.path for d in app.delivered()) == [
         f"/configuration/{STORE}/a",
         f"/configuration/{STORE}/b",
     ]
-    first, second = (d.event() for d in app.deliveries)
+    first, second = (d.json() for d in app.delivered())
     assert first == second
     assert first["id"] == sub_id
     assert {k: v["value"] for k, v in first["items"].items()} == {"a": "1", "b": "2"}
 
 
 async def test_a_deleted_key_is_posted_without_a_value() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         await write(sc, gone="x")
         await subscribe(client, "gone")
@@ -243,17 +169,17 @@ async def test_a_deleted_key_is_posted_without_a_value() -> None:
         await store.delete(
             ConfigQuery(APP_ID, store.default_group, store.default_label, ("gone",), {})
         )
-        await until(lambda: len(app.deliveries) == 1)
-    item = app.deliveries[0].event()["items"]["gone"]
+        await until(lambda: len(app.delivered()) == 1)
+    item = app.delivered()[0].json()["items"]["gone"]
     assert "value" not in item  # Go's omitempty, as daprd sends an empty item
 
 
 async def test_unsubscribe_stops_deliveries() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         sub_id = await subscribe(client, "k")
         await write(sc, k="1")
-        await until(lambda: len(app.deliveries) == 1)
+        await until(lambda: len(app.delivered()) == 1)
         response = await client.get(f"/v1.0/configuration/{STORE}/{sub_id}/unsubscribe")
         assert response.status_code == 200
         assert response.json() == {"ok": True}
@@ -261,7 +187,7 @@ async def test_unsubscribe_stops_deliveries() -> None:
         await write(sc, k="2")
         await anyio.sleep(QUIET)
         again = await client.get(f"/v1.0-alpha1/configuration/{STORE}/{sub_id}/unsubscribe")
-    assert len(app.deliveries) == 1
+    assert len(app.delivered()) == 1
     assert again.status_code == 500
     assert again.json() == {
         "message": f"failed to unsubscribe to configuration request {sub_id}: "
@@ -270,7 +196,7 @@ async def test_unsubscribe_stops_deliveries() -> None:
 
 
 async def test_unsubscribe_over_grpc_ends_an_http_subscription() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         sub_id = await subscribe(client, "k")
         channel = sc.channel()
@@ -284,11 +210,11 @@ async def test_unsubscribe_over_grpc_ends_an_http_subscription() -> None:
         await until(lambda: not pusher_of(sc).subscription_ids)
         await write(sc, k="2")
         await anyio.sleep(QUIET)
-    assert app.deliveries == []
+    assert app.delivered() == []
 
 
 async def test_unknown_id_and_unknown_store_are_daprd_errors() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (_, client):
         unknown = await client.get(f"/v1.0/configuration/{STORE}/nope/unsubscribe")
         no_store = await client.get("/v1.0/configuration/other/subscribe")
@@ -318,18 +244,18 @@ async def test_without_an_app_port_subscribing_is_refused() -> None:
 async def test_an_app_error_is_logged_and_the_next_update_still_arrives(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     path = f"/configuration/{STORE}/k"
-    app.status[path] = 500
+    app.answers[path] = lambda call, n: Response(status_code=500)
     caplog.set_level(logging.ERROR, logger="layotto.actors.config_pusher")
     async with http_sidecar(app) as (sc, client):
         await subscribe(client, "k")
         await write(sc, k="1")
-        await until(lambda: len(app.deliveries) == 1)
-        app.status[path] = 200
+        await until(lambda: len(app.delivered()) == 1)
+        del app.answers[path]
         await write(sc, k="2")
-        await until(lambda: len(app.deliveries) == 2)
-    assert [d.event()["items"]["k"]["value"] for d in app.to(path)] == ["1", "2"]
+        await until(lambda: len(app.delivered()) == 2)
+    assert [d.json()["items"]["k"]["value"] for d in app.to(path)] == ["1", "2"]
     failures = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
     assert len(failures) == 1, failures
     for fragment in ("'k'", repr(STORE), "status 500"):
@@ -337,7 +263,7 @@ async def test_an_app_error_is_logged_and_the_next_update_still_arrives(
 
 
 async def test_shutdown_with_an_active_subscription_leaves_no_task() -> None:
-    app = HttpApp()
+    app = FakeHttpApp()
     async with http_sidecar(app) as (sc, client):
         await subscribe(client, "k")
         await subscribe(client)
@@ -355,7 +281,7 @@ async def test_shutdown_with_an_active_subscription_leaves_no_task() -> None:
 
 
 async def test_a_grpc_app_gets_the_update_through_on_invoke() -> None:
-    app = GrpcApp()
+    app = EchoApp()
     async with (
         serve_app(app) as port,
         run_sidecar(config("dapr"), grace_period=0.5, app_port=port) as sc,
@@ -363,18 +289,21 @@ async def test_a_grpc_app_gets_the_update_through_on_invoke() -> None:
     ):
         sub_id = await subscribe(client, "k")
         await write(sc, k="v")
-        await until(lambda: len(app.deliveries) == 1)
-    (delivery,) = app.deliveries
+        await until(lambda: len(app.received) == 1)
+    (message,) = app.received
     # daprd's method, leading slash included, with the HTTP extension POST.
-    assert delivery.path == f"/configuration/{STORE}/k"
-    assert app.verbs == ["POST"]
-    assert delivery.content_type == "application/json"
-    assert delivery.event()["id"] == sub_id
-    assert delivery.event()["items"]["k"]["value"] == "v"
+    assert message.method == f"/configuration/{STORE}/k"
+    assert message.http_extension is not None
+    assert message.http_extension.verb.name == "POST"
+    assert message.content_type == "application/json"
+    assert message.data is not None
+    event = json.loads(message.data.value)
+    assert event["id"] == sub_id
+    assert event["items"]["k"]["value"] == "v"
 
 
 async def test_a_layotto_app_cannot_take_updates() -> None:
-    app = GrpcApp()
+    app = EchoApp()
     async with (
         serve_app(app) as port,
         run_sidecar(config("layotto"), grace_period=0.5, app_port=port) as sc,
@@ -408,6 +337,9 @@ class OneSubscriptionService:
 
     async def subscribe(self, *args: Any, **kwargs: Any) -> Subscription:
         return self.subscription
+
+    def inbound_policy(self, store_name: str) -> Policy:
+        return NO_POLICY
 
 
 async def test_a_failed_watch_ends_the_subscription_with_a_log(

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -23,81 +22,47 @@ import httpx
 import pytest
 import uvicorn
 from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import dapr_pb2_grpc, invoke_pb2
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, invoke_pb2, metadata_pb2
 from google.protobuf import any_pb2
 from layotto.actors.supervisor import first_leaf
 from layotto.config import RuntimeConfig, load_config
 from layotto.errors import ConfigError
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_api_test_helpers import until
-from layotto_core_test_helpers import serve_asgi
+from layotto_api_test_helpers import echoed, target_app, until
+from layotto_core_test_helpers import free_port, serve_asgi
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "Bearer s3cret"
 
 
-async def _echo(request: Request) -> Response:
-    return JSONResponse(
-        {
-            "verb": request.method,
-            "path": request.url.path,
-            "query": request.url.query,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "body": (await request.body()).decode("utf-8", "replace"),
-        },
-        headers={"x-answered-by": "target"},
-    )
+TARGET = target_app("/api")
 
 
-async def _status(request: Request) -> Response:
-    code = int(request.path_params["code"])
-    return PlainTextResponse(f"answered {code}", status_code=code, headers={"x-why": "asked"})
-
-
-async def _slow(request: Request) -> Response:
-    await anyio.sleep(2)
-    return PlainTextResponse("late")
-
-
-TARGET = Starlette(
-    routes=[
-        Route("/api/status/{code:int}", _status, methods=["GET", "POST"]),
-        Route("/api/slow", _slow),
-        Route("/{path:path}", _echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    ]
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def local_secrets(file: Path, name: str, secrets: dict[str, dict[str, str]]) -> str:
+    """Writes `secrets` to `file`; the YAML of a multi-valued `secretstores.local.file`
+    component `name` reading it."""
+    file.write_text(json.dumps(secrets), encoding="utf-8")
+    return f"""\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: {name}}}
+spec:
+  type: secretstores.local.file
+  metadata:
+  - {{name: secretsFile, value: "{file}"}}
+  - {{name: multiValued, value: "true"}}
+"""
 
 
 def endpoints_config(tmp_path: Path, port: int, secret_key: str = "token") -> RuntimeConfig:
     """A caller app with an `rpc.http` channel (app `target` is the same server, without the
     `/api` prefix), a local-file secret store and three HTTPEndpoints (one scoped away)."""
-    secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps({"gh": {"token": SECRET}}), encoding="utf-8")
     resources = tmp_path / "resources"
     resources.mkdir()
     (resources / "secrets.yaml").write_text(
-        f"""\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: localsecrets}}
-spec:
-  type: secretstores.local.file
-  version: v1
-  metadata:
-  - {{name: secretsFile, value: "{secrets}"}}
-  - {{name: multiValued, value: "true"}}
-""",
+        local_secrets(tmp_path / "secrets.json", "localsecrets", {"gh": {"token": SECRET}}),
         encoding="utf-8",
     )
     (resources / "endpoints.yaml").write_text(
@@ -153,12 +118,6 @@ async def target_port() -> AsyncIterator[int]:
 async def sidecar(tmp_path: Path, target_port: int) -> AsyncIterator[Sidecar]:
     async with run_sidecar(endpoints_config(tmp_path, target_port)) as running:
         yield running
-
-
-def echoed(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_an_endpoint_by_name_gets_the_call_and_its_headers(http: httpx.AsyncClient) -> None:
@@ -252,6 +211,14 @@ async def test_an_endpoint_past_the_timeout_is_504(http: httpx.AsyncClient) -> N
 async def test_metadata_lists_the_loaded_endpoints(http: httpx.AsyncClient) -> None:
     body = (await http.get("/v1.0/metadata")).json()
     assert body["httpEndpoints"] == [{"name": "ext"}, {"name": "down"}]
+
+
+async def test_grpc_metadata_lists_the_loaded_endpoints(sidecar: Sidecar) -> None:
+    async with grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan:
+        got = await dapr_pb2_grpc.DaprStub(chan).GetMetadata(
+            metadata_pb2.GetMetadataRequest(), timeout=10
+        )
+    assert [e.name for e in got.http_endpoints] == ["ext", "down"]
 
 
 async def test_grpc_invoke_service_reaches_an_endpoint(sidecar: Sidecar) -> None:
@@ -352,23 +319,14 @@ async def serve_https(app: Starlette, directory: Path) -> AsyncIterator[int]:
 
 
 def tls_config(tmp_path: Path, port: int, pems: dict[str, str]) -> RuntimeConfig:
-    secrets = tmp_path / "tls-secrets.json"
-    secrets.write_text(
-        json.dumps({"tls": {"cert": pems["client"], "key": pems["client.key"]}}), encoding="utf-8"
-    )
+    secrets = {"tls": {"cert": pems["client"], "key": pems["client.key"]}}
+    store = local_secrets(tmp_path / "tls-secrets.json", "tlssecrets", secrets)
     ca = json.dumps(pems["ca"])  # a YAML double-quoted scalar is a JSON string
     resources = tmp_path / "tls-resources"
     resources.mkdir()
     (resources / "all.yaml").write_text(
-        f"""\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: tlssecrets}}
-spec:
-  type: secretstores.local.file
-  metadata:
-  - {{name: secretsFile, value: "{secrets}"}}
-  - {{name: multiValued, value: "true"}}
+        store
+        + f"""\
 ---
 apiVersion: dapr.io/v1alpha1
 kind: HTTPEndpoint

@@ -6,7 +6,6 @@ HTTP path (dapr-compat.md sections 2.4, 8)."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +19,8 @@ from layotto.plugin import ComponentContext, ComponentMetadata, ComponentSpec, K
 from layotto.plugin.rpc import RpcChannel, RpcRequest, RpcResponse, TargetError
 from layotto.plugins import PluginInfo, load_catalog
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_core_test_helpers import serve_asgi
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from layotto_api_test_helpers import echoed, target_app
+from layotto_core_test_helpers import free_port, serve_asgi
 
 pytestmark = pytest.mark.anyio
 
@@ -34,49 +30,9 @@ TOKEN = "invoke-token"
 # -- the target app ----------------------------------------------------------------------------
 
 
-async def _echo(request: Request) -> Response:
-    return JSONResponse(
-        {
-            "verb": request.method,
-            "path": request.url.path,
-            "raw_path": request.scope["raw_path"].decode(),
-            "query": request.url.query,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "body": (await request.body()).decode("utf-8", "replace"),
-        },
-        headers={"x-answered-by": "target"},
-    )
-
-
-async def _status(request: Request) -> Response:
-    code = int(request.path_params["code"])
-    return PlainTextResponse(f"answered {code}", status_code=code, headers={"x-why": "asked"})
-
-
-async def _slow(request: Request) -> Response:
-    await anyio.sleep(2)
-    return PlainTextResponse("late")
-
-
-TARGET_APP = Starlette(
-    routes=[
-        Route("/status/{code:int}", _status, methods=["GET", "POST"]),
-        Route("/slow", _slow),
-        Route("/{path:path}", _echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    ]
-)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def target_port() -> AsyncIterator[int]:
-    async with serve_asgi(TARGET_APP) as port:
+    async with serve_asgi(target_app()) as port:
         yield port
 
 
@@ -105,12 +61,6 @@ def invoke_config(target_port: int) -> RuntimeConfig:
 @pytest.fixture
 def runtime_options(target_port: int) -> dict[str, Any]:
     return {"config": invoke_config(target_port)}
-
-
-def echoed(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # -- the invoke path ---------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -27,10 +26,9 @@ from layotto.health import Probe
 from layotto.plugin import BindingEvent, HealthStatus
 from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_api_test_helpers import send, until
+from layotto_api_test_helpers import Answer, Call, FakeHttpApp, send, until
 from layotto_core_test_helpers import serve_asgi
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -46,70 +44,6 @@ def anyio_backend() -> str:
 
 
 # -- the fake app --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-Answer = Callable[[Call, int], Response]  # the call, and how many times its path was POSTed
-
-
-class FakeHttpApp:
-    """A Dapr HTTP app: lists `subscriptions` (None = 404), answers `/healthz` with
-    `health` (None = 404), `OPTIONS /<name>` with 200 for `bindings` (else 404), and every
-    other call with `answers[path]` (default: an empty 200)."""
-
-    def __init__(self, subscriptions: list[dict[str, Any]] | None = None) -> None:
-        self.subscriptions = subscriptions
-        self.health: int | None = None
-        self.bindings: set[str] = set()
-        self.answers: dict[str, Answer] = {}
-        self.calls: list[Call] = []
-        self.posted: Counter[str] = Counter()
-        self._changed = anyio.Event()
-        methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-        self.asgi = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
-
-    async def _handle(self, request: Request) -> Response:
-        call = Call(
-            request.method,
-            request.url.path,
-            request.url.query,
-            {k.lower(): v for k, v in request.headers.items()},
-            await request.body(),
-        )
-        self.calls.append(call)
-        self._changed.set()
-        self._changed = anyio.Event()
-        if call.path == "/dapr/subscribe" and call.method == "GET":
-            if self.subscriptions is None:
-                return Response(status_code=404)
-            return JSONResponse(self.subscriptions)
-        if call.path == "/healthz":
-            return Response(status_code=self.health or 404)
-        if call.method == "OPTIONS":
-            return Response(status_code=200 if call.path[1:] in self.bindings else 404)
-        if call.method == "POST":
-            self.posted[call.path] += 1
-        answer = self.answers.get(call.path)
-        return answer(call, self.posted[call.path]) if answer else Response(status_code=200)
-
-    def to(self, path: str, method: str = "POST") -> list[Call]:
-        return [c for c in self.calls if c.path == path and c.method == method]
-
-    async def wait(self, done: Callable[[], bool], within: float = 10.0) -> None:
-        with anyio.fail_after(within):
-            while not done():
-                await self._changed.wait()
 
 
 @asynccontextmanager

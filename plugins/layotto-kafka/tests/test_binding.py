@@ -23,7 +23,7 @@ from layotto.plugins import load_catalog
 from layotto.services.bindings import BindingService
 from layotto_kafka import KafkaBinding, KafkaBindingMetadata
 from layotto_kafka.binding import retry_delay
-from layotto_kafka.testing import MockKafkaCluster, TansuBroker
+from layotto_kafka.testing import MockKafkaCluster
 from layotto_kafka_test_support import FAST_GROUP, Names
 from pydantic import ValidationError
 
@@ -118,14 +118,6 @@ def test_retry_delay_is_capped_and_jittered() -> None:
 
 
 # -- output and input ------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["mock", "tansu"])
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    broker: MockKafkaCluster | TansuBroker = request.getfixturevalue(
-        "mock_cluster" if request.param == "mock" else "tansu"
-    )
-    return broker.bootstrap
 
 
 async def test_create_then_read(make_binding: Any, bootstrap: str, names: Names) -> None:

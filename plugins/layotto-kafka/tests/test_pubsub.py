@@ -15,7 +15,7 @@ from layotto.plugin import (
     SubscribeRequest,
 )
 from layotto_kafka import KafkaPubSub
-from layotto_kafka.testing import MockKafkaCluster, TansuBroker, free_port
+from layotto_kafka.testing import MockKafkaCluster, free_port
 from layotto_kafka_test_support import (
     Names,
     PubSubFactory,
@@ -25,14 +25,6 @@ from layotto_kafka_test_support import (
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture(params=["mock", "tansu"])
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    broker: MockKafkaCluster | TansuBroker = request.getfixturevalue(
-        "mock_cluster" if request.param == "mock" else "tansu"
-    )
-    return broker.bootstrap
 
 
 async def test_round_trip_headers_and_partition_key(

@@ -9,21 +9,19 @@ import time
 
 import anyio
 import pytest
-from layotto.plugin import BackendUnavailable, InvalidArgument, PubSubFeature, SubscribeRequest
-from layotto.plugin.pubsub import BulkPublishEntry, BulkPublishRequest
+from layotto.plugin import (
+    BackendUnavailable,
+    BulkPublishEntry,
+    BulkPublishRequest,
+    InvalidArgument,
+    PubSubFeature,
+    SubscribeRequest,
+)
 from layotto_kafka import KafkaPubSub
-from layotto_kafka.testing import MockKafkaCluster, TansuBroker
+from layotto_kafka.testing import MockKafkaCluster
 from layotto_kafka_test_support import Names, PubSubFactory, receive_n, receive_quiet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture(params=["mock", "tansu"])
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    broker: MockKafkaCluster | TansuBroker = request.getfixturevalue(
-        "mock_cluster" if request.param == "mock" else "tansu"
-    )
-    return broker.bootstrap
 
 
 def entries(count: int, keys: int = 3) -> list[BulkPublishEntry]:

@@ -15,6 +15,8 @@ import anyio
 import pytest
 from layotto.plugin import (
     BackendUnavailable,
+    BulkPublishEntry,
+    BulkPublishRequest,
     ComponentContext,
     HealthStatus,
     InvalidArgument,
@@ -25,7 +27,6 @@ from layotto.plugin import (
     SubscribeRequest,
     Subscription,
 )
-from layotto.plugin.pubsub import BulkPublishEntry, BulkPublishRequest
 from layotto_redis import RedisPubSub, RedisPubSubMetadata
 from layotto_redis.plugin import layotto_components
 from layotto_redis.pubsub import RECEIVE_RETRY_WINDOW, decode_fields, encode_fields

@@ -117,6 +117,10 @@ def metadata_response(
             *(_subscription(s) for s in body.get("subscriptions", ())),
             *_streaming(open_streams),
         ],
+        http_endpoints=[
+            pb.MetadataHttpEndpoint(name=str(e.get("name", "")))
+            for e in body.get("httpEndpoints", ())
+        ],
         app_connection_properties=_app_connection(body),
         runtime_version=str(body.get("runtimeVersion") or runtime_version()),
         enabled_features=[str(f) for f in body.get("enabledFeatures", ())],

@@ -29,8 +29,7 @@ from layotto.api.app_connection import (
     wait_until_listening,
 )
 from layotto.backoff import backoff_delay
-from layotto.builtin.rpc_http import exchange, request_headers, timeout_error
-from layotto.errors import InvalidArgument
+from layotto.builtin.rpc_http import exchange, outgoing_request, timeout_error
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.services.pubsub_delivery import AppUnavailable
 
@@ -147,26 +146,13 @@ class HttpAppConnection:
         `TargetError` that keeps it)."""
         if request.timeout <= 0:
             raise timeout_error(request)
-        url = self.url(request.method)
-        query = request.query_string.lstrip("?")
-        if query:
-            url += ("&" if "?" in url else "?") + query
-        headers = request_headers(request.headers)
-        if request.content_type:
-            headers["content-type"] = request.content_type
-        headers = self.headers(headers)
-        # Values as UTF-8 bytes: HTTP carries them opaquely (httpx would insist on ASCII).
-        raw = [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers.items()]
-        try:
-            outgoing = self._client.build_request(
-                (request.verb or "GET").upper(),
-                url,
-                headers=raw,
-                content=request.data,
-                timeout=httpx.Timeout(request.timeout),
-            )
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
-            raise InvalidArgument(f"cannot call method {request.method!r}: {err}") from None
+        outgoing = outgoing_request(
+            self._client,
+            request,
+            self.url(request.method),
+            self.headers(),
+            timeout=request.timeout,
+        )
         return await exchange(self._client, outgoing, request)
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import certifi
 import httpx
 
-from layotto.builtin.rpc_http import exchange, request_headers, timeout_error
+from layotto.builtin.rpc_http import exchange, outgoing_request, timeout_error
 from layotto.components import ComponentRegistry, SecretCache
 from layotto.config import HttpEndpointConfig
-from layotto.errors import ConfigError, InvalidArgument
+from layotto.errors import ConfigError
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 
 URL_PREFIXES = ("http://", "https://")
@@ -143,27 +143,13 @@ class HttpEndpoints:
         if request.method:
             method = request.method[1:] if request.method.startswith("/") else request.method
             url = f"{base.rstrip('/')}/{method}"
-        query = request.query_string.lstrip("?")
-        if query:
-            url += ("&" if "?" in url else "?") + query
-        headers = request_headers(request.headers)
-        if request.content_type:
-            headers["content-type"] = request.content_type
-        if endpoint is not None:
-            headers.update(endpoint.headers)
-        # Values as UTF-8 bytes: HTTP carries them opaquely (httpx would insist on ASCII).
-        raw = [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers.items()]
         client = self._http(endpoint)
-        try:
-            outgoing = client.build_request(
-                (request.verb or "GET").upper(),
-                url,
-                headers=raw,
-                content=request.data,
-                timeout=httpx.Timeout(request.timeout),
-            )
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
-            raise InvalidArgument(
-                f"cannot call method {request.method!r} on {request.app_id!r}: {err}"
-            ) from None
+        outgoing = outgoing_request(
+            client,
+            request,
+            url,
+            endpoint.headers if endpoint is not None else {},
+            timeout=request.timeout,
+            target=request.app_id,
+        )
         return await exchange(client, outgoing, request)

@@ -1,5 +1,6 @@
 """Pub/sub from the app's side, for end-to-end tests and benchmarks: an app callback server,
-PublishEvent that returns the message id, and a SubscribeTopicEvents subscriber.
+PublishEvent that returns the message id, Dapr's BulkPublishEvent, and a SubscribeTopicEvents
+subscriber.
 
 All of it speaks real gRPC (grpclib) to a sidecar over sockets; handlers see `TopicEvent`s and
 answer an `EventStatus` (raising counts as an error, which the sidecar redelivers).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,11 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
+from layotto._proto.dapr.proto.runtime import v1 as dapr_pb
 from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.app_connection import isolated
+from layotto.plugin import BulkPublishEntry
 from layotto.services.cloudevents import EventStatus, TopicEvent
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,33 @@ async def _publish(
         await stream.recv_trailing_metadata()
     message_id = headers.get(MESSAGE_ID_HEADER)
     return message_id if isinstance(message_id, str) else ""
+
+
+async def publish_bulk(
+    channel: Channel,
+    pubsub_name: str,
+    topic: str,
+    entries: Sequence[BulkPublishEntry],
+    *,
+    within: float = 10.0,
+) -> dict[str, str]:
+    """Dapr's BulkPublishEvent; returns the entries that failed, entry id -> error."""
+    request = dapr_pb.BulkPublishRequest(
+        pubsub_name=pubsub_name,
+        topic=topic,
+        entries=[
+            dapr_pb.BulkPublishRequestEntry(
+                entry_id=e.entry_id,
+                event=e.data,
+                content_type=e.content_type,
+                metadata=dict(e.metadata),
+            )
+            for e in entries
+        ],
+    )
+    stub = dapr_pb.DaprStub(channel)
+    response = await isolated(lambda: stub.bulk_publish_event(request, timeout=within))
+    return {f.entry_id: f.error for f in response.failed_entries}
 
 
 @dataclass

@@ -16,13 +16,14 @@ from collections.abc import Mapping
 
 from layotto.plugin import (
     PARTITION_KEY_METADATA,
+    BulkPublishFailure,
+    BulkPublishRequest,
     PublishRequest,
     PubSub,
     PubSubFeature,
     SubscribeRequest,
     Subscription,
 )
-from layotto.plugin.pubsub import BulkPublishFailure, BulkPublishRequest
 
 from layotto_kafka.client import KafkaComponent, Record
 from layotto_kafka.consumer import KafkaSubscription

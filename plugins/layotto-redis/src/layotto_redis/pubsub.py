@@ -34,6 +34,8 @@ from typing import Any
 
 from layotto.plugin import (
     BackendUnavailable,
+    BulkPublishFailure,
+    BulkPublishRequest,
     Component,
     ComponentContext,
     InvalidArgument,
@@ -45,7 +47,6 @@ from layotto.plugin import (
     SubscribeRequest,
     Subscription,
 )
-from layotto.plugin.pubsub import BulkPublishFailure, BulkPublishRequest
 from redis import exceptions as rx
 from redis.asyncio import Redis
 

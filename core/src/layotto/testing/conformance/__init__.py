@@ -23,7 +23,8 @@ Subclass a kit in a test module under a `Test*` name and provide the store fixtu
   `config_label`.
 - `PubSubConformance`: fixture `pubsub` (the default `pubsub_harness` wraps it in a
   `ComponentHarness`: the sidecar's envelope and delivery engine over the component), or
-  `pubsub_harness` itself (any `PubSubHarness`, e.g. one driving a running sidecar).
+  `pubsub_harness` itself (any `PubSubHarness`, e.g. one driving a running sidecar); the bulk
+  publish scenarios need a harness that is also a `BulkPublishHarness`.
 - `SecretStoreConformance`: fixture `secret_store_factory` (an async callable: `SecretSeed` ->
   an initialised store holding those secrets); optional `secret_seed`.
 - `OutputBindingConformance`: fixture `output_binding`; hooks `item_metadata`, `is_missing`,
@@ -44,6 +45,7 @@ from layotto.testing.conformance.bindings import (
 from layotto.testing.conformance.configuration import ConfigStoreConformance, ConfigUpdater
 from layotto.testing.conformance.lock import LockStoreConformance
 from layotto.testing.conformance.pubsub import (
+    BulkPublishHarness,
     ComponentHarness,
     Handler,
     PubSubConformance,
@@ -55,6 +57,7 @@ from layotto.testing.conformance.state import StateStoreConformance
 
 __all__ = [
     "BindingTrigger",
+    "BulkPublishHarness",
     "ComponentHarness",
     "ConfigStoreConformance",
     "ConfigUpdater",

@@ -34,8 +34,8 @@ that something does NOT arrive, after a sentinel published behind it has arrived
 
 Bulk publish (conformance.md §2, *feature bulkpublish*): the bulk scenarios need a harness that
 is also a `BulkPublishHarness` (`ComponentHarness` is: it publishes through the sidecar's own
-`PubSubService.publish_bulk`) and a component that declares `PubSubFeature.BULK_PUBSUB`; they
-skip with the reason otherwise.
+`PubSubService.publish_bulk`; so are the sidecar harnesses, through Dapr's BulkPublishEvent) and
+a component that declares `PubSubFeature.BULK_PUBSUB`; they skip with the reason otherwise.
 
 Topics are unique per test (`conformance_prefix`) and every message is published with the
 metadata `partitionKey=<prefix>key`, so a component that orders by key keeps them in order.
@@ -58,6 +58,7 @@ import pytest
 
 from layotto.plugin import (
     RAW_PAYLOAD_METADATA,
+    BulkPublishEntry,
     Health,
     HealthStatus,
     Kind,
@@ -66,7 +67,6 @@ from layotto.plugin import (
     PubSubFeature,
     SubscribeRequest,
 )
-from layotto.plugin.pubsub import BulkPublishEntry
 from layotto.services.cloudevents import (
     CLOUDEVENTS_JSON,
     LAYOTTO_STYLE,

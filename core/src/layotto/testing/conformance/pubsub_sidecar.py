@@ -6,19 +6,39 @@ scenarios as the component kit, proving the delivery models end to end.
   the app for its subscriptions once, at startup, the harness restarts the sidecar (gracefully)
   whenever the set of routes changes. Un-acked messages then come back only from a durable
   broker: `reopen_redelivers` is False for the in-memory component.
+
+Both are `BulkPublishHarness`es: `publish_bulk` is Dapr's BulkPublishEvent on the sidecar (the
+component's native bulk publish when it declares BULK_PUBSUB, one publish per entry otherwise).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 from grpclib.client import Channel
 
 from layotto.health import Probe
-from layotto.plugin import DEAD_LETTER_TOPIC_METADATA, MAX_RETRIES_METADATA, Health, HealthStatus
-from layotto.testing.pubsub import CallbackApp, Handler, Route, publish, serve_app, topic_stream
+from layotto.plugin import (
+    DEAD_LETTER_TOPIC_METADATA,
+    MAX_RETRIES_METADATA,
+    BulkPublishEntry,
+    Health,
+    HealthStatus,
+    Kind,
+    PubSub,
+    PubSubFeature,
+)
+from layotto.testing.pubsub import (
+    CallbackApp,
+    Handler,
+    Route,
+    publish,
+    publish_bulk,
+    serve_app,
+    topic_stream,
+)
 from layotto.testing.runtime import Sidecar
 
 READY_TIMEOUT = 60.0
@@ -56,6 +76,13 @@ def _readiness(sidecar: Sidecar | None) -> Health:
     health = sidecar.runtime.health
     status = health.status(Probe.READINESS)
     return Health(status, {"readiness": str(health.report(Probe.READINESS)["components"])})
+
+
+def _features(sidecar: Sidecar, pubsub_name: str) -> frozenset[PubSubFeature]:
+    """The features of the sidecar's component `pubsub_name`."""
+    component = sidecar.runtime.components.of_kind(Kind.PUBSUB)[pubsub_name].component
+    assert isinstance(component, PubSub)
+    return component.features
 
 
 class StreamingHarness:
@@ -101,6 +128,13 @@ class StreamingHarness:
             content_type=content_type,
         )
 
+    @property
+    def features(self) -> frozenset[PubSubFeature]:
+        return _features(self._sidecar, self.pubsub_name)
+
+    async def publish_bulk(self, topic: str, entries: Sequence[BulkPublishEntry]) -> dict[str, str]:
+        return await publish_bulk(self._channel, self.pubsub_name, topic, entries)
+
     def subscribe(
         self,
         topic: str,
@@ -142,6 +176,7 @@ class CallbackHarness:
         self._generation = 0  # bumped for each wanted (re)start
         self._served = -1  # the generation the running sidecar serves
         self._changed = anyio.Event()
+        self._features: frozenset[PubSubFeature] = frozenset()  # known once a sidecar runs
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[CallbackHarness]:
@@ -162,6 +197,7 @@ class CallbackHarness:
                 await wait_until_ready(sidecar)
                 self._sidecar = sidecar
                 self._channel = sidecar.channel()
+                self._features = _features(sidecar, self.pubsub_name)
                 self._served = generation
                 self._signal()
                 try:
@@ -208,6 +244,15 @@ class CallbackHarness:
             metadata=metadata,
             content_type=content_type,
         )
+
+    @property
+    def features(self) -> frozenset[PubSubFeature]:
+        return self._features
+
+    async def publish_bulk(self, topic: str, entries: Sequence[BulkPublishEntry]) -> dict[str, str]:
+        await self._wait_for(self._generation)
+        assert self._channel is not None
+        return await publish_bulk(self._channel, self.pubsub_name, topic, entries)
 
     @asynccontextmanager
     async def subscribe(
