@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 from layotto.config import load_config
 from layotto.errors import ConfigError
 from layotto.plugin import Kind
@@ -164,6 +166,16 @@ async def test_metadata_lists_the_resources_that_apply(http: httpx.AsyncClient) 
     metadata = (await http.get("/v1.0/metadata")).json()
     # The resource scoped to another app is not loaded, so not listed.
     assert metadata["resiliencies"] == [{"name": "invoke-policies"}]
+
+
+async def test_grpc_metadata_lists_them_too(sidecar: Sidecar) -> None:
+    channel = grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}")
+    try:
+        stub = dapr_pb2_grpc.DaprStub(channel)
+        reply = await stub.GetMetadata(metadata_pb2.GetMetadataRequest())
+    finally:
+        await channel.close()
+    assert [r.name for r in reply.resiliencies] == ["invoke-policies"]
 
 
 async def test_actuator_info_reports_the_policies_and_breaker_state(

@@ -121,6 +121,9 @@ def metadata_response(
             pb.MetadataHttpEndpoint(name=str(e.get("name", "")))
             for e in body.get("httpEndpoints", ())
         ],
+        resiliencies=[
+            pb.MetadataResiliency(name=str(r.get("name", ""))) for r in body.get("resiliencies", ())
+        ],
         app_connection_properties=_app_connection(body),
         runtime_version=str(body.get("runtimeVersion") or runtime_version()),
         enabled_features=[str(f) for f in body.get("enabledFeatures", ())],
