@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import click
 
-from layotto.config import RuntimeConfig, load_config
+from layotto.config import DEFAULT_METRICS_PORT, RuntimeConfig, load_config
 from layotto.errors import ConfigError
 from layotto.logs import setup_logging
 from layotto.version import runtime_version
@@ -60,6 +60,19 @@ def main() -> None:
 @click.option("--api-token", envvar="LAYOTTO_API_TOKEN", help="Require this token on every call.")
 @click.option("--grace-period", type=float, help="Seconds in-flight calls get at shutdown [5].")
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help=f"Prometheus /metrics port [default: server.metrics_port, else {DEFAULT_METRICS_PORT}].",
+)
+@click.option(
+    "--enable-metrics",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    envvar="LAYOTTO_ENABLE_METRICS",
+    help="Serve Prometheus metrics (--enable-metrics=false: none, no port).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -79,6 +92,8 @@ def run(
     app_protocol: str | None,
     api_token: str | None,
     grace_period: float | None,
+    metrics_port: int | None,
+    enable_metrics: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -95,10 +110,25 @@ def run(
             app_port=app_port,
             app_protocol=app_protocol,
         )
-        _serve(config)
+        _serve(_with_metrics(config, enable_metrics, metrics_port))
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(EXIT_CONFIG)
+
+
+def _with_metrics(config: RuntimeConfig, enabled: bool, port: int | None) -> RuntimeConfig:
+    """daprd's defaults: metrics on, port 9090. A port from the flag or the config must be
+    free; the implied 9090 may be taken (another sidecar on this host), which only warns."""
+    server = config.server
+    if not enabled:
+        update: dict[str, object] = {"metrics_port": None}
+    elif port is not None:
+        update = {"metrics_port": port, "metrics_optional": False}
+    elif server.metrics_port is None:
+        update = {"metrics_port": DEFAULT_METRICS_PORT, "metrics_optional": True}
+    else:
+        update = {}
+    return config.model_copy(update={"server": server.model_copy(update=update)})
 
 
 def _serve(config: RuntimeConfig) -> None:

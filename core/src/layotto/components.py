@@ -21,6 +21,7 @@ from pydantic import AliasChoices, ValidationError
 
 from layotto.config import ComponentConfig, RuntimeConfig, SecretRef
 from layotto.errors import ConfigError, LayottoError, NotFound
+from layotto.meter import NO_METER, ComponentMeter, Meter
 from layotto.plugin import (
     Component,
     ComponentContext,
@@ -235,6 +236,7 @@ class ComponentRegistry:
     def __init__(self, resiliency: Resiliency | None = None) -> None:
         self._by_kind: dict[Kind, dict[str, BuiltComponent]] = {}
         self.resiliency = resiliency or Resiliency.empty()
+        self.meter: Meter = NO_METER  # what services record their component calls with
 
     def add(self, item: BuiltComponent) -> None:
         self._by_kind.setdefault(item.config.kind, {})[item.config.name] = item
@@ -243,6 +245,11 @@ class ComponentRegistry:
         """The resiliency policy for the sidecar's calls to component `name` (NO_POLICY when
         none applies); services look it up once per component."""
         return self.resiliency.component_outbound(name, kind)
+
+    def component_meter(self, kind: Kind, name: str) -> ComponentMeter | None:
+        """The recorder for the sidecar's calls to component `name` (None without metrics);
+        services look it up once per component, as they do the policy."""
+        return self.meter.component(kind.value, name)
 
     def inbound_policy(self, kind: Kind, name: str) -> Policy:
         """The resiliency policy for delivering the component's events to the app."""

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRPC_PORT = 34904
 DEFAULT_HTTP_PORT = 34999
+# daprd's metrics port: what `layotto run` serves Prometheus metrics on unless told otherwise.
+# A config loaded as a library (tests, `run_sidecar`) has no metrics unless it sets a port.
+DEFAULT_METRICS_PORT = 9090
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SOURCE = "<embedded default>"
 
@@ -136,6 +139,11 @@ class ServerConfig(_Model):
     # set, `subscribe_configuration` fails unless these streams are let through without one.
     allow_tokenless_config_subscribe: bool = False
     grace_period: float = Field(default=5.0, ge=0)
+    # Prometheus `GET /metrics` on this port (0 = a free one); None = no metrics at all.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # A taken metrics port warns and serves no metrics instead of failing startup: set by
+    # `layotto run` for the default port it implies, never for a port the user chose.
+    metrics_optional: bool = False
 
 
 class PubSubDeliveryConfig(_Model):

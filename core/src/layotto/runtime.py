@@ -28,6 +28,7 @@ from layotto.actors.config_pusher import ConfigPusher
 from layotto.actors.config_watchers import ConfigWatchers
 from layotto.actors.health_checker import HealthAggregator
 from layotto.actors.http_server import HttpServer
+from layotto.actors.metrics_server import MetricsServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
 from layotto.api.app_callback import AppCallbackClient
@@ -45,6 +46,7 @@ from layotto.components import ComponentRegistry, plan
 from layotto.config import RuntimeConfig
 from layotto.errors import BackendUnavailable
 from layotto.health import BOTH, STARTUP, HealthRegistry
+from layotto.meter import NO_METER, Meter
 from layotto.plugin import Health, HealthStatus
 from layotto.plugin.rpc import RpcRequest, RpcResponse
 from layotto.plugins import Catalog
@@ -76,6 +78,11 @@ class Runtime:
     shutdown: anyio.Event = field(default_factory=anyio.Event)
     grpc_port: int | None = None
     http_port: int | None = None
+    metrics_port: int | None = None  # bound while serving metrics (`server.metrics_port`)
+    # What every layer records metrics with: a PrometheusMeter with its own registry when
+    # `server.metrics_port` is set (created by serve()), else NO_METER.
+    meter: Meter = NO_METER
+    metrics_server: MetricsServer | None = None  # set while serving, with metrics
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
     app_health: AppHealth | None = None  # set while serving, with an app port
@@ -110,6 +117,7 @@ class Runtime:
                 }
                 for b in self.components
             ],
+            "metrics": self._metrics_info(),
             # Targets and their policies; each circuit breaker with its state and counts.
             "resiliency": self.components.resiliency.describe(),
             "subscriptions": {
@@ -118,6 +126,23 @@ class Runtime:
                 "bindings": self.binding_dispatcher.reading if self.binding_dispatcher else [],
             },
         }
+
+    def _metrics_info(self) -> dict[str, Any]:
+        if self.config.server.metrics_port is None:
+            return {"enabled": False}
+        info: dict[str, Any] = {"enabled": True, "path": "/metrics", "port": self.metrics_port}
+        if self.metrics_server is not None and self.metrics_server.unavailable:
+            info["unavailable"] = self.metrics_server.unavailable
+        return info
+
+    def _make_meter(self) -> Meter:
+        """Prometheus metrics when a metrics port is configured (prometheus_client is only
+        imported then); one registry per runtime."""
+        if self.config.server.metrics_port is None:
+            return NO_METER
+        from layotto.metrics import PrometheusMeter
+
+        return PrometheusMeter(self.config.app.id)
 
     def dapr_metadata(self) -> dict[str, Any]:
         components = []
@@ -175,12 +200,18 @@ class Runtime:
             connection = link(config.app.host, config.app.port, api_token=config.app.api_token)
             local_app = partial(self._invoke_app, connection)
         external: HttpEndpoints | None = None  # Dapr HTTPEndpoints and full-URL targets
+        self.meter = meter = self._make_meter()
+        self.components.meter = meter
         # Timeouts, retries and breakers for components and apps, read by every service.
-        self.components.resiliency = Resiliency.from_spec(config.resiliency)
+        self.components.resiliency = Resiliency.from_spec(config.resiliency, meter=meter)
+        for name in config.resiliency_names:
+            meter.resiliency_loaded(name)
         for target in self.components.resiliency.describe():
             log.info("resiliency policy", extra={"resiliency": target})
         try:
             await self.components.start_planned(planned)
+            for built in self.components:
+                meter.component_loaded(built.config.kind.value, built.config.name)
             external = HttpEndpoints(
                 await resolve_endpoints(config.http_endpoints, self.components)
             )
@@ -249,6 +280,7 @@ class Runtime:
             control=SidecarControl(
                 self.dapr_metadata, self.extended_metadata.__setitem__, self.shutdown.set
             ),
+            meter=self.meter,
         )
         self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
         api = ApiServer(
@@ -275,6 +307,7 @@ class Runtime:
                     set_metadata=self.extended_metadata.__setitem__,
                     shutdown=self.shutdown.set,
                     config_updates=pusher,
+                    meter=self.meter,
                 )
             ),
             config.server.host,
@@ -283,6 +316,9 @@ class Runtime:
         checker = HealthAggregator(self.health, self.components)
         supervisor = Supervisor(self.health)
         actors: list[Actor] = [http, checker, api]
+        self.metrics_server = self._metrics_server()
+        if self.metrics_server is not None:
+            actors.insert(0, self.metrics_server)
         if connection is not None:
             # One health prober per runtime, started before (and stopped after) the
             # dispatchers it gates; invocations of the app consult it too.
@@ -328,6 +364,8 @@ class Runtime:
         try:
             await self._run_actors(supervisor, actors, (api, http), gate, task_status)
         finally:
+            self.metrics_server = None
+            self.metrics_port = None
             self.app_health = None
             self.config_pusher = None
             self.dispatcher = None
@@ -347,10 +385,16 @@ class Runtime:
             # HTTP first, so probes answer (INIT) while the rest starts.
             await tg.start(supervisor.run, actors)
             self.grpc_port, self.http_port = api.bound_port, http.bound_port
+            if self.metrics_server is not None:
+                self.metrics_port = self.metrics_server.bound_port
             self.health.set(STARTUP, Health.up(), BOTH)
             log.info(
                 "layotto is ready",
-                extra={"grpc_port": self.grpc_port, "http_port": self.http_port},
+                extra={
+                    "grpc_port": self.grpc_port,
+                    "http_port": self.http_port,
+                    "metrics_port": self.metrics_port,
+                },
             )
             task_status.started()
             await self.shutdown.wait()
@@ -371,6 +415,20 @@ class Runtime:
                     )
                 await supervisor.stop()
             tg.cancel_scope.cancel()
+
+    def _metrics_server(self) -> MetricsServer | None:
+        server = self.config.server
+        if server.metrics_port is None:
+            return None
+        from layotto.metrics import PrometheusMeter, metrics_app
+
+        assert isinstance(self.meter, PrometheusMeter)
+        return MetricsServer(
+            metrics_app(self.meter),
+            server.host,
+            server.metrics_port,
+            optional=server.metrics_optional,
+        )
 
 
 def _app_clients(

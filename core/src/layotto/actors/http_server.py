@@ -19,6 +19,7 @@ STOP_TIMEOUT_SECONDS = 3.0
 
 class HttpServer:
     name = "http_server"
+    serves = "HTTP API"  # for the log line
 
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         self._app = app
@@ -51,7 +52,9 @@ class HttpServer:
             await server.startup(sockets=[sock])
             if server.should_exit:
                 raise OSError(f"HTTP server could not start on {self._host}:{self.bound_port}")
-            log.info("HTTP API listening", extra={"host": self._host, "port": self.bound_port})
+            log.info(
+                "%s listening", self.serves, extra={"host": self._host, "port": self.bound_port}
+            )
             task_status.started()
             await server.main_loop()
             with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_TIMEOUT_SECONDS):

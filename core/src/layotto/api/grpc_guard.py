@@ -1,7 +1,9 @@
 """Wraps every gRPC handler of every service: API token, drain gate, error mapping.
 
 Doing it at the handler-mapping level (rather than per servicer method) covers unary and
-streaming calls alike, and the health and reflection services too.
+streaming calls alike, and the health and reflection services too. With a meter, every call is
+counted and timed here as it ends (a stream when it ends), with the status it was answered with
+(Dapr's `dapr_grpc_io_server_*` metrics; the method path tells the two APIs apart).
 
 A `LayottoError` is answered with its status and message plus rich details (`ErrorInfo` with
 its reason, see `rich_errors`). Paths in `tokenless_paths` may come without a token (never
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -27,6 +30,7 @@ from grpclib.server import Stream
 from layotto.api.gate import CallGate
 from layotto.api.grpc_status import GRPC_STATUS
 from layotto.errors import LayottoError
+from layotto.meter import NO_METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,10 @@ class CallGuard:
         api_token: str | None,
         *,
         tokenless_paths: frozenset[str] = frozenset(),
+        meter: Meter = NO_METER,
     ) -> None:
         self._gate = gate
+        self._meter = meter
         self._token = api_token.encode() if api_token else None
         self._tokenless = tokenless_paths
 
@@ -123,4 +129,25 @@ class CallGuard:
                     )
                 raise
 
-        return guarded
+        record = self._meter.grpc_method(path)
+        if record is None:
+            return guarded
+
+        async def measured(stream: Stream[Any, Any]) -> None:
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                await guarded(stream)
+            except GRPCError as err:
+                status = err.status.name
+                raise
+            except asyncio.CancelledError:
+                status = "CANCELLED"
+                raise
+            except BaseException:
+                status = "UNKNOWN"
+                raise
+            finally:
+                record(status, time.perf_counter() - started)
+
+        return measured

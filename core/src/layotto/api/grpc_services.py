@@ -20,6 +20,7 @@ from layotto.api.grpc_health import HealthService
 from layotto.api.grpc_reflection import DescriptorIndex, ReflectionV1, ReflectionV1Alpha
 from layotto.api.grpc_unimplemented import UnimplementedService
 from layotto.api.layotto_grpc import RUNTIME_BUILDING_BLOCKS, LayottoRuntime
+from layotto.meter import NO_METER, Meter
 from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
 from layotto.services.invoke import InvokeService
@@ -92,11 +93,12 @@ def build_grpc_services(
     app_id: str = "",
     allow_tokenless_config_subscribe: bool = False,
     control: SidecarControl | None = None,
+    meter: Meter = NO_METER,
 ) -> GrpcServices:
     """`allow_tokenless_config_subscribe`: Dapr's configuration subscribe streams may come
     without the API token (never with a wrong one), as the Dapr SDKs send them."""
     tokenless = CONFIG_SUBSCRIBE_PATHS if allow_tokenless_config_subscribe else frozenset()
-    guard = CallGuard(gate, api_token, tokenless_paths=tokenless)
+    guard = CallGuard(gate, api_token, tokenless_paths=tokenless, meter=meter)
     dapr = DaprServices(
         services.dapr_state,
         services.dapr_lock,

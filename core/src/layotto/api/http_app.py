@@ -4,6 +4,7 @@ HTTP API (`api/dapr_http*.py`) when the building blocks are given."""
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +14,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from layotto.api.dapr_http import dapr_routes, fallback_route
 from layotto.api.dapr_http_context import ConfigUpdates, DaprHttpContext
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices
 from layotto.health import HealthRegistry, Probe
+from layotto.meter import NO_METER, Meter
 from layotto.plugin import HealthStatus
 
 # Readable without the API token, as daprd does for its health endpoints.
@@ -47,6 +49,7 @@ class HttpContext:
     set_metadata: Callable[[str, str], None] | None = None  # PUT /v1.0/metadata/{key}
     shutdown: Callable[[], None] | None = None  # POST /v1.0/shutdown
     config_updates: ConfigUpdates | None = None  # configuration subscriptions over HTTP
+    meter: Meter = NO_METER  # Dapr's dapr_http_server_* metrics, for every request
 
     def dapr(self) -> DaprHttpContext | None:
         if (
@@ -81,6 +84,40 @@ class _TokenMiddleware:
             await PlainTextResponse("invalid api token", status_code=401)(scope, receive, send)
             return
         await self._app(scope, receive, send)
+
+
+# Methods outside this set are labelled OTHER: a client must not be able to mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class _MetricsMiddleware:
+    """Counts and times every request, labelled with its route's path template (never the
+    raw path: it holds keys and ids); requests no route matched, or refused before routing
+    (a bad API token), are labelled `unmatched`."""
+
+    def __init__(self, app: ASGIApp, meter: Meter) -> None:
+        self._app = app
+        self._meter = meter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app fails before responding
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        finally:
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            path = getattr(scope.get("route"), "path", None) or "unmatched"
+            self._meter.http_request(method, path, status, time.perf_counter() - started)
 
 
 def build_http_app(ctx: HttpContext) -> Starlette:
@@ -137,7 +174,7 @@ def build_http_app(ctx: HttpContext) -> Starlette:
     dapr = ctx.dapr()
     if dapr is not None:
         routes += [*dapr_routes(dapr), fallback_route(dapr)]
-    return Starlette(
-        routes=routes,
-        middleware=[Middleware(_TokenMiddleware, token=ctx.api_token)],
-    )
+    middleware = [Middleware(_TokenMiddleware, token=ctx.api_token)]
+    if ctx.meter.enabled:  # outermost, so refused (401) requests are counted too
+        middleware.insert(0, Middleware(_MetricsMiddleware, meter=ctx.meter))
+    return Starlette(routes=routes, middleware=middleware)

@@ -77,6 +77,8 @@ class CircuitBreaker:
         self.timeout = timeout or _DEFAULT_TIMEOUT
         self.trip = trip or compile_trip(DEFAULT_TRIP)
         self._clock = clock
+        # Told each state change (metrics); set by whoever owns the breaker.
+        self.on_change: Callable[[BreakerState], None] | None = None
         self._state = BreakerState.CLOSED
         self._generation = 0
         self._counts = Counts()
@@ -165,6 +167,8 @@ class CircuitBreaker:
         previous, self._state = self._state, state
         self._new_generation(now)
         log.info("circuit breaker %r changed state from %s to %s", self.name, previous, state)
+        if self.on_change is not None:
+            self.on_change(state)
 
     def _new_generation(self, now: float) -> None:
         self._generation += 1

@@ -15,6 +15,7 @@ from typing import Final, TypeVar
 import anyio
 
 from layotto.errors import BackendTimeout, BackendUnavailable, ErrorCategory, LayottoError
+from layotto.meter import RETRY, TIMEOUT, Activation
 from layotto.resiliency.breaker import BreakerState, CircuitBreaker
 from layotto.resiliency.retry import RetryPolicy
 
@@ -50,7 +51,7 @@ def is_retriable(err: BaseException) -> bool:
 class Policy:
     """Timeout, retry and circuit breaker for one target; any of them may be absent."""
 
-    __slots__ = ("breaker", "name", "retry", "timeout")
+    __slots__ = ("activated", "breaker", "name", "retry", "timeout")
 
     def __init__(
         self,
@@ -64,6 +65,8 @@ class Policy:
         self.timeout = timeout or None  # daprd: a zero timeout means none
         self.retry = retry
         self.breaker = breaker
+        # Told when a retry or the timeout fires (metrics); see `Resiliency(meter=...)`.
+        self.activated: Activation | None = None
 
     def __bool__(self) -> bool:
         return self.timeout is not None or self.retry is not None or self.breaker is not None
@@ -97,6 +100,8 @@ class Policy:
                 if budget is not None and anyio.current_time() - started + wait > budget:
                     raise
             retries_done += 1
+            if self.activated is not None:
+                self.activated(RETRY, "")
             await anyio.sleep(wait)
 
     async def attempt(
@@ -139,6 +144,8 @@ class Policy:
         # Only reached when our deadline cancelled the operation (an outer cancellation
         # propagates out of the block instead).
         assert scope.cancelled_caught
+        if self.activated is not None:
+            self.activated(TIMEOUT, "")
         raise BackendTimeout(f"{self.name}: the operation timed out after {self.timeout:g}s")
 
 

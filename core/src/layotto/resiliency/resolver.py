@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from layotto.meter import CIRCUIT_BREAKER, NO_METER, RETRY, TIMEOUT, Meter
 from layotto.plugin import Kind
 from layotto.resiliency.breaker import CircuitBreaker
 from layotto.resiliency.policy import NO_POLICY, Policy
@@ -58,9 +59,11 @@ class Resiliency:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        meter: Meter = NO_METER,
     ) -> None:
         check_references(spec, "resiliency")
         self._spec = spec
+        self._meter = meter
         self._clock = clock
         self._rng = rng or random.Random()
         policies = spec.policies
@@ -76,8 +79,9 @@ class Resiliency:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        meter: Meter = NO_METER,
     ) -> Resiliency:
-        return cls(spec, clock=clock, rng=rng)
+        return cls(spec, clock=clock, rng=rng, meter=meter)
 
     @classmethod
     def empty(cls) -> Resiliency:
@@ -103,7 +107,7 @@ class Resiliency:
             return cached
         explicit = self._spec.targets.apps.get(app_id)
         names = explicit if explicit is not None else self._defaults(["App"])
-        return self._build(key, f"app {app_id!r}", names)
+        return self._build(key, f"app {app_id!r}", names, (OUTBOUND, f"app_{app_id}"))
 
     def describe(self) -> list[dict[str, object]]:
         """The configured targets and reserved defaults, plus breaker states of targets in use,
@@ -146,7 +150,8 @@ class Resiliency:
             if type_name is not None:
                 levels.insert(0, f"{type_name}Component{dir_}")
             names = self._defaults(levels)
-        return self._build(key, f"component {name!r} {direction}", names)
+        target = (direction, f"{kind.value}_{name}")
+        return self._build(key, f"component {name!r} {direction}", names, target)
 
     def _defaults(self, levels: list[str]) -> PolicyNames:
         """The most specific reserved default name for each policy type, or None."""
@@ -165,7 +170,10 @@ class Resiliency:
             circuitBreaker=pick("CircuitBreaker", dict(policies.circuit_breakers)),
         )
 
-    def _build(self, key: _TargetKey, label: str, names: PolicyNames) -> Policy:
+    def _build(
+        self, key: _TargetKey, label: str, names: PolicyNames, target: tuple[str, str]
+    ) -> Policy:
+        """`target`: (flow direction, target) as Dapr's resiliency metrics label them."""
         policies = self._spec.policies
         breaker = None
         if names.circuit_breaker is not None:
@@ -181,8 +189,25 @@ class Resiliency:
         )
         if not policy:
             policy = NO_POLICY
+        else:
+            self._observe(policy, names, target)
         self._cache[key] = policy
         return policy
+
+    def _observe(self, policy: Policy, names: PolicyNames, target: tuple[str, str]) -> None:
+        by_type = {
+            TIMEOUT: names.timeout,
+            RETRY: names.retry,
+            CIRCUIT_BREAKER: names.circuit_breaker,
+        }
+        activated = self._meter.resiliency(
+            *target, {k: v for k, v in by_type.items() if v is not None}
+        )
+        if activated is None:
+            return
+        policy.activated = activated
+        if policy.breaker is not None:
+            policy.breaker.on_change = lambda state: activated(CIRCUIT_BREAKER, state.value)
 
 
 def _names(names: PolicyNames) -> dict[str, object]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from layotto.components import BuiltComponent, ComponentRegistry
 from layotto.errors import InvalidArgument, LayottoError, NotConfigured
+from layotto.meter import ComponentMeter
 from layotto.plugin import (
     BindingRequest,
     BindingResponse,
@@ -42,6 +43,7 @@ class BindingService:
         self._call_timeout = call_timeout
         self._outputs: dict[str, OutputBinding] = {}
         self._policies: dict[str, Policy] = {}  # outbound resiliency, per output binding
+        self._meters: dict[str, ComponentMeter | None] = {}  # call metrics, per output binding
         self._inputs: dict[str, InputBinding] = {}
         self._inbound: dict[str, Policy] = {}  # inbound resiliency, per input binding
         for name, built in registry.of_kind(Kind.BINDINGS).items():
@@ -52,6 +54,7 @@ class BindingService:
             ):
                 self._outputs[name] = component
                 self._policies[name] = registry.outbound_policy(Kind.BINDINGS, name)
+                self._meters[name] = registry.component_meter(Kind.BINDINGS, name)
             if isinstance(component, InputBinding) and (
                 directions is None or "input" in directions
             ):
@@ -100,6 +103,8 @@ class BindingService:
                 self._call_timeout,
                 lambda: binding.invoke(request),
                 policy=self._policies[name],
+                meter=self._meters[name],
+                operation=operation,  # one the binding lists as supported: a bounded set
             )
         except LayottoError as err:
             err.message = f"error when invoke output binding {name}: {err.message}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import anyio
 
 from layotto.errors import BackendTimeout, ComponentError, LayottoError
+from layotto.meter import ComponentMeter
 from layotto.resiliency import NO_POLICY, Policy
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,15 @@ async def call_component(
     call: Callable[[], Awaitable[T]],
     *,
     policy: Policy = NO_POLICY,
+    meter: ComponentMeter | None = None,
+    operation: str = "",
 ) -> T:
     """`what` names the operation for messages and logs; `component` what answers it
     ("the lock store"); `seconds` bounds each attempt. Stored keys in a component's message
     become the caller's again. `policy` is the component's outbound resiliency policy (its
     retries, per-attempt timeout and circuit breaker see the translated errors, so a bad
-    request or an ETag mismatch is never retried)."""
+    request or an ETag mismatch is never retried). `meter`, the component's recorder, counts
+    the call under `operation` (a fixed verb, never `what`), retries included in its latency."""
 
     async def attempt() -> T:
         try:
@@ -54,6 +59,14 @@ async def call_component(
             log.exception("%s failed", what)
             raise ComponentError(f"{what}: {component} failed ({type(err).__name__})") from err
 
-    if not policy:
-        return await attempt()
-    return await policy.run(attempt)
+    if meter is None:
+        return await attempt() if not policy else await policy.run(attempt)
+    started = time.perf_counter()
+    try:
+        result = await attempt() if not policy else await policy.run(attempt)
+    except Exception:
+        meter.record(operation, False, time.perf_counter() - started)
+        raise
+    # (A cancelled call is no verdict on the component: not counted.)
+    meter.record(operation, True, time.perf_counter() - started)
+    return result

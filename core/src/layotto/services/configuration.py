@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 
 from layotto.components import ComponentRegistry
 from layotto.errors import InvalidArgument, NotConfigured
+from layotto.meter import ComponentMeter
 from layotto.plugin import ConfigItem, ConfigQuery, ConfigStore, Kind
 from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
@@ -49,6 +50,7 @@ class _Store:
     store: ConfigStore
     policy: Policy  # the store's outbound resiliency policy
     inbound: Policy  # ... and the one for pushing its updates to the app
+    meter: ComponentMeter | None = None  # its call metrics
 
     def group(self, group: str) -> str:
         return group if group.strip() else self.store.default_group
@@ -76,6 +78,7 @@ class ConfigurationService:
                 built.component,
                 registry.outbound_policy(Kind.CONFIGURATION, name),
                 registry.inbound_policy(Kind.CONFIGURATION, name),
+                registry.component_meter(Kind.CONFIGURATION, name),
             )
 
     def _resolve(self, store_name: str) -> _Store:
@@ -99,9 +102,18 @@ class ConfigurationService:
         found = self._stores.get(store_name)
         return found.inbound if found is not None else NO_POLICY
 
-    async def _call(self, s: _Store, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, s: _Store, what: str, call: Callable[[], Awaitable[T]], operation: str
+    ) -> T:
         return await call_component(
-            what, COMPONENT, _NO_KEYS, self._call_timeout, call, policy=s.policy
+            what,
+            COMPONENT,
+            _NO_KEYS,
+            self._call_timeout,
+            call,
+            policy=s.policy,
+            meter=s.meter,
+            operation=operation,
         )
 
     @staticmethod
@@ -133,7 +145,7 @@ class ConfigurationService:
             app_id, s.group(group), s.label(label), self._check_keys(keys), dict(metadata or {})
         )
         return await self._call(
-            s, f"get configuration from store {store_name!r}", lambda: s.store.get(query)
+            s, f"get configuration from store {store_name!r}", lambda: s.store.get(query), "get"
         )
 
     async def save(
@@ -155,6 +167,7 @@ class ConfigurationService:
             s,
             f"save configuration to store {store_name!r}",
             lambda: s.store.set(app_id, defaulted, forwarded),
+            "set",
         )
 
     async def delete(
@@ -174,7 +187,10 @@ class ConfigurationService:
             app_id, s.group(group), s.label(label), self._check_keys(keys), dict(metadata or {})
         )
         await self._call(
-            s, f"delete configuration from store {store_name!r}", lambda: s.store.delete(query)
+            s,
+            f"delete configuration from store {store_name!r}",
+            lambda: s.store.delete(query),
+            "delete",
         )
 
     # -- subscriptions ---------------------------------------------------------------------

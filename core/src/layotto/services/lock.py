@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from layotto.components import ComponentRegistry
 from layotto.errors import ComponentError, InvalidArgument, NotConfigured
+from layotto.meter import ComponentMeter
 from layotto.plugin import Kind, LockStatus, LockStore
 from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
@@ -31,6 +32,7 @@ class _Store:
     store: LockStore
     keys: BlockKeys
     policy: Policy  # the store's outbound resiliency policy
+    meter: ComponentMeter | None = None  # its call metrics
 
 
 class LockService:
@@ -58,7 +60,11 @@ class LockService:
                 scheme=key_scheme,
             )
             self._stores[name] = _Store(
-                name, built.component, keys, registry.outbound_policy(Kind.LOCK, name)
+                name,
+                built.component,
+                keys,
+                registry.outbound_policy(Kind.LOCK, name),
+                registry.component_meter(Kind.LOCK, name),
             )
 
     def _resolve(
@@ -92,6 +98,8 @@ class LockService:
             self._call_timeout,
             lambda: s.store.try_lock(key, owner, expire),
             policy=s.policy,
+            meter=s.meter,
+            operation="try_lock",
         )
 
     async def unlock(self, store_name: str, resource_id: str, owner: str) -> LockStatus:
@@ -104,6 +112,8 @@ class LockService:
             self._call_timeout,
             lambda: s.store.unlock(key, owner),
             policy=s.policy,
+            meter=s.meter,
+            operation="unlock",
         )
         return self._checked(what, status)
 
@@ -119,6 +129,8 @@ class LockService:
             self._call_timeout,
             lambda: s.store.keep_alive(key, owner, expire),
             policy=s.policy,
+            meter=s.meter,
+            operation="keep_alive",
         )
         return self._checked(what, status)
 

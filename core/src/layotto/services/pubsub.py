@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ import anyio
 
 from layotto.components import ComponentRegistry
 from layotto.errors import ErrorCategory, InvalidArgument, LayottoError, NotConfigured
+from layotto.meter import Meter
 from layotto.plugin import (
     RAW_PAYLOAD_METADATA,
     Kind,
@@ -93,6 +95,7 @@ class PubSubService:
         self._outbound: dict[str, Policy] = {}
         self._inbound: dict[str, Policy] = {}
         self._live: dict[tuple[str, str], anyio.Event] = {}
+        self._meter: Meter = registry.meter  # egress here, ingress in the delivery loops
         for name, built in registry.of_kind(Kind.PUBSUB).items():
             if not isinstance(built.component, PubSub):
                 raise TypeError(f"pubsub component {name!r} is not a PubSub")
@@ -181,6 +184,7 @@ class PubSubService:
         request, event_id = self._prepare(
             pubsub, pubsub_name, topic, data, content_type, metadata, style, traceparent
         )
+        started = time.perf_counter()
         try:
             await call_component(
                 f"publishing to topic {topic!r}",
@@ -191,9 +195,17 @@ class PubSubService:
                 policy=self._outbound[pubsub_name],
             )
         except LayottoError as err:
+            self._egress(pubsub_name, topic, False, started)
             self._publish_failed(err, pubsub_name, topic)
             raise
+        self._egress(pubsub_name, topic, True, started)
         return Published(event_id)
+
+    def _egress(self, pubsub_name: str, topic: str, success: bool, started: float) -> None:
+        """Dapr's egress metrics: one message handed to the component (bulk: per entry)."""
+        if self._meter.enabled:
+            seconds = time.perf_counter() - started
+            self._meter.pubsub_egress(pubsub_name, topic, success, seconds)
 
     async def publish_bulk(
         self,
@@ -273,6 +285,7 @@ class PubSubService:
             )
         if prepared:
             bulk = BulkPublishRequest(topic, prepared)
+            started = time.perf_counter()
             try:
                 failed = await call_component(
                     f"publishing {len(prepared)} entries to topic {topic!r}",
@@ -296,6 +309,8 @@ class PubSubService:
                             topic,
                             failure.entry_id,
                         )
+            for e in prepared:
+                self._egress(pubsub_name, topic, e.entry_id not in errors, started)
         return [
             BulkFailure(e.entry_id, errors[e.entry_id]) for e in entries if e.entry_id in errors
         ]
@@ -319,7 +334,13 @@ class PubSubService:
         if dead_letter_topic:
             policy = policy.for_subscription({"deadLetterTopic": dead_letter_topic})
         return DeliveryLoop(
-            pubsub, pubsub_name, SubscribeRequest(topic, meta), deliver, policy, on_health
+            pubsub,
+            pubsub_name,
+            SubscribeRequest(topic, meta),
+            deliver,
+            policy,
+            on_health,
+            meter=self._meter,
         )
 
     @asynccontextmanager

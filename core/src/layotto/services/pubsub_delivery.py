@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ from anyio.abc import TaskStatus
 
 from layotto.backoff import backoff_delay
 from layotto.errors import BackendUnavailable, InvalidArgument, LayottoError, Unsupported
+from layotto.meter import INGRESS_DROP, INGRESS_RETRY, INGRESS_SUCCESS, NO_METER, Meter
 from layotto.plugin import (
     DEAD_LETTER_TOPIC_METADATA,
     MAX_RETRIES_METADATA,
@@ -172,6 +174,7 @@ class DeliveryLoop:
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     on_health: HealthSink | None = None
     stats: DeliveryStats = field(default_factory=DeliveryStats)
+    meter: Meter = NO_METER  # Dapr's ingress metrics, one count per attempt
 
     def __post_init__(self) -> None:
         self._raw = is_truthy(self.request.metadata.get(RAW_PAYLOAD_METADATA))
@@ -368,6 +371,7 @@ class DeliveryLoop:
                 if self.stopping:
                     return
                 self.stats.in_flight += 1
+                started = time.perf_counter()
                 try:
                     status: EventStatus | int = await self._attempt(event)
                     failure = ""
@@ -379,6 +383,8 @@ class DeliveryLoop:
                     status, failure = EventStatus.RETRY, f"{type(err).__name__}: {err}"
                 finally:
                     self.stats.in_flight -= 1
+            if self.meter.enabled:
+                self._measure(message.topic, status, started)
             if status == EventStatus.SUCCESS:
                 self.stats.delivered += 1
                 await self._ack(message, event)
@@ -409,6 +415,18 @@ class DeliveryLoop:
             self.stats.retried += 1
             await self._sleep(self.policy.retry_delay(retries))
             retries += 1
+
+    def _measure(self, topic: str, status: EventStatus | int, started: float) -> None:
+        """One attempt's outcome as Dapr's `process_status`: anything but SUCCESS and DROP
+        (RETRY, an error, an app that cannot be reached) is redelivered, so `retry`."""
+        if status == EventStatus.SUCCESS:
+            outcome = INGRESS_SUCCESS
+        elif status == EventStatus.DROP:
+            outcome = INGRESS_DROP
+        else:
+            outcome = INGRESS_RETRY
+        seconds = time.perf_counter() - started
+        self.meter.pubsub_ingress(self.pubsub_name, topic, outcome, seconds)
 
     async def _attempt(self, event: TopicEvent) -> EventStatus | int:
         """One delivery, under the inbound resiliency policy's timeout and breaker when there

@@ -18,6 +18,7 @@ from layotto.errors import (
     NotFound,
     PermissionDenied,
 )
+from layotto.meter import ComponentMeter
 from layotto.plugin import Kind, SecretStore
 from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
@@ -47,11 +48,13 @@ class SecretService:
         self._scopes = dict(scopes or {})
         self._stores: dict[str, SecretStore] = {}
         self._policies: dict[str, Policy] = {}  # outbound resiliency, per store
+        self._meters: dict[str, ComponentMeter | None] = {}  # call metrics, per store
         for name, built in registry.of_kind(Kind.SECRETSTORES).items():
             if not isinstance(built.component, SecretStore):
                 raise TypeError(f"secret store component {name!r} is not a SecretStore")
             self._stores[name] = built.component
             self._policies[name] = registry.outbound_policy(Kind.SECRETSTORES, name)
+            self._meters[name] = registry.component_meter(Kind.SECRETSTORES, name)
 
     def names(self) -> list[str]:
         return sorted(self._stores)
@@ -90,6 +93,8 @@ class SecretService:
                 self._call_timeout,
                 lambda: store.get_secret(key, dict(metadata or {})),
                 policy=self._policies[store_name],
+                meter=self._meters[store_name],
+                operation="get",
             )
         except NotFound as err:
             # Dapr and Layotto both answer a missing secret as a failed get (INTERNAL).
@@ -110,6 +115,8 @@ class SecretService:
             self._call_timeout,
             lambda: store.bulk_get_secrets(dict(metadata or {})),
             policy=self._policies[store_name],
+            meter=self._meters[store_name],
+            operation="bulk_get",
         )
         scope = self._scopes.get(store_name, _ALLOW_ALL)
         return {key: values for key, values in found.items() if allowed(scope, key)}

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 
 from layotto.components import ComponentRegistry
 from layotto.errors import ConfigError, InvalidArgument, LayottoError, NotConfigured
+from layotto.meter import ComponentMeter
 from layotto.plugin import Kind, Segment, SequencerStore
 from layotto.resiliency import Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
@@ -39,6 +40,7 @@ class _Store:
     keys: BlockKeys
     bigger_than: dict[str, int]
     policy: Policy  # the store's outbound resiliency policy
+    meter: ComponentMeter | None = None  # its call metrics
 
 
 class SequencerService:
@@ -80,6 +82,7 @@ class SequencerService:
                 keys,
                 dict(built.config.bigger_than),
                 registry.outbound_policy(Kind.SEQUENCER, name),
+                registry.component_meter(Kind.SEQUENCER, name),
             )
         self._caches: dict[tuple[str, str], SegmentCache] = {}
         self._task_group: TaskGroup | None = None
@@ -120,6 +123,8 @@ class SequencerService:
                 self._call_timeout,
                 lambda: s.store.ensure_bigger_than(stored, value),
                 policy=s.policy,
+                meter=s.meter,
+                operation="bigger_than",
             )
         except LayottoError as err:
             raise ConfigError(f"{where} could not be applied: {err.message}") from None
@@ -160,6 +165,8 @@ class SequencerService:
                 self._call_timeout,
                 lambda: s.store.next_id(stored),
                 policy=s.policy,
+                meter=s.meter,
+                operation="next_id",
             )
         return await self._cache(s, key, stored).next_id()
 
@@ -177,6 +184,8 @@ class SequencerService:
                     self._call_timeout,
                     lambda: s.store.next_segment(stored, size),
                     policy=s.policy,
+                    meter=s.meter,
+                    operation="next_segment",
                 )
 
             cache = SegmentCache(

@@ -18,6 +18,7 @@ from layotto.errors import (
     NotConfigured,
     Unsupported,
 )
+from layotto.meter import ComponentMeter
 from layotto.plugin import (
     BulkGetItem,
     BulkStateError,
@@ -65,6 +66,7 @@ class _Store:
     store: StateStore
     keys: KeyPrefix
     policy: Policy  # the store's outbound resiliency policy
+    meter: ComponentMeter | None = None  # its call metrics
 
 
 class StateService:
@@ -88,7 +90,11 @@ class StateService:
                 built.config.key_prefix, default=default_key_prefix, app_id=app_id, store_name=name
             )
             self._stores[name] = _Store(
-                name, built.component, keys, registry.outbound_policy(Kind.STATE, name)
+                name,
+                built.component,
+                keys,
+                registry.outbound_policy(Kind.STATE, name),
+                registry.component_meter(Kind.STATE, name),
             )
 
     def _resolve(self, store_name: str) -> _Store:
@@ -116,12 +122,26 @@ class StateService:
         return replace(request, key=s.keys.apply(request.key), etag=request.etag or None)
 
     async def _call(
-        self, s: _Store, what: str, call: Callable[[], Awaitable[T]], *, reason: str
+        self,
+        s: _Store,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        reason: str,
+        operation: str,
     ) -> T:
-        """`reason`: what a generic store failure (INTERNAL) is reported as."""
+        """`reason`: what a generic store failure (INTERNAL) is reported as; `operation`: the
+        metrics label (Dapr's verbs: get, set, delete, bulk_get, ...)."""
         try:
             return await call_component(
-                what, "the state store", s.keys, self._call_timeout, call, policy=s.policy
+                what,
+                "the state store",
+                s.keys,
+                self._call_timeout,
+                call,
+                policy=s.policy,
+                meter=s.meter,
+                operation=operation,
             )
         except BulkStateError as err:
             # Name the caller's keys, not the stored (prefixed) ones.
@@ -152,6 +172,7 @@ class StateService:
             f"get {key!r} from state store {store_name!r}",
             lambda: s.store.get(request),
             reason=GET_FAILED,
+            operation="get",
         )
 
     async def bulk_get(
@@ -174,6 +195,7 @@ class StateService:
                 f"bulk get from state store {store_name!r}",
                 lambda: s.store.bulk_get(requests),
                 reason=BULK_GET_FAILED,
+                operation="bulk_get",
             )
         else:
             items = await self._fan_out_get(s, requests, parallelism or DEFAULT_BULK_PARALLELISM)
@@ -194,6 +216,7 @@ class StateService:
                         f"get {request.key!r} from state store {s.name!r}",
                         lambda: s.store.get(request),
                         reason=GET_FAILED,
+                        operation="get",
                     )
                 except LayottoError as err:
                     results[index] = BulkGetItem(request.key, error=err.message)
@@ -218,9 +241,17 @@ class StateService:
         requests = [self._stored(s, item) for item in items]
         what = f"save state in state store {store_name!r}"
         if len(requests) == 1:
-            await self._call(s, what, lambda: s.store.set(requests[0]), reason=SAVE_FAILED)
+            await self._call(
+                s, what, lambda: s.store.set(requests[0]), reason=SAVE_FAILED, operation="set"
+            )
         else:
-            await self._call(s, what, lambda: s.store.bulk_set(requests), reason=SAVE_FAILED)
+            await self._call(
+                s,
+                what,
+                lambda: s.store.bulk_set(requests),
+                reason=SAVE_FAILED,
+                operation="bulk_set",
+            )
 
     async def delete(self, store_name: str, request: DeleteRequest) -> None:
         s = self._resolve(store_name)
@@ -230,6 +261,7 @@ class StateService:
             f"delete {request.key!r} from state store {store_name!r}",
             lambda: s.store.delete(prefixed),
             reason=DELETE_FAILED,
+            operation="delete",
         )
 
     async def bulk_delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
@@ -242,6 +274,7 @@ class StateService:
             f"bulk delete from state store {store_name!r}",
             lambda: s.store.bulk_delete(prefixed),
             reason=BULK_DELETE_FAILED,
+            operation="bulk_delete",
         )
 
     async def transact(
@@ -269,6 +302,7 @@ class StateService:
             f"transaction on state store {store_name!r}",
             lambda: s.store.multi(prefixed, dict(metadata or {})),
             reason=TRANSACTION_FAILED,
+            operation="transaction",
         )
 
     # -- query (Dapr Alpha) ------------------------------------------------------------------
@@ -295,6 +329,7 @@ class StateService:
             f"query state store {store_name!r}",
             lambda: s.store.query(request),
             reason=QUERY_FAILED,
+            operation="query",
         )
         results = [replace(item, key=s.keys.strip(item.key)) for item in found.results]
         return replace(found, results=results)
