@@ -185,6 +185,37 @@ class RpcConfig(_Model):
     eject_seconds: float = Field(default=10.0, ge=0)
 
 
+class TracingConfig(_Model):
+    """Distributed tracing (W3C trace context), as daprd's Configuration `spec.tracing`."""
+
+    # Share of the traces started here that are recorded (0 = none, 1 = all); a caller's
+    # traceparent with its sampled flag set is always followed.
+    sampling_rate: float = Field(default=0.0, ge=0, le=1)
+    # Where finished spans go: a Zipkin v2 collector (`POST <zipkin_endpoint>`, e.g.
+    # http://localhost:9411/api/v2/spans), an OTLP/HTTP collector (`POST <otlp_endpoint>`,
+    # e.g. http://localhost:4318/v1/traces), and/or the log (`stdout`).
+    zipkin_endpoint: str = ""
+    otlp_endpoint: str = ""
+    stdout: bool = False
+
+
+class ApiRule(_Model):
+    """One entry of daprd's API allow/deny lists: an API by name (`state`, `publish`,
+    `invoke`, ...), optionally one version (`v1.0`, `v1.0-alpha1`) and one protocol."""
+
+    name: str = Field(min_length=1)
+    version: str = ""
+    protocol: Literal["", "http", "grpc"] = ""
+
+
+class ApiAccessConfig(_Model):
+    """daprd's Configuration `spec.api`: with `allowed` set only those APIs are served; the
+    `denied` ones never are (both empty: everything is served)."""
+
+    allowed: tuple[ApiRule, ...] = ()
+    denied: tuple[ApiRule, ...] = ()
+
+
 class SecretScope(_Model):
     """Which secrets of one store the app may read (Dapr's `secrets.scopes` entry)."""
 
@@ -228,6 +259,8 @@ class RuntimeConfig(_Model):
     # and the names of the resources it came from (metadata's `resiliencies`).
     resiliency: ResiliencySpec = ResiliencySpec()
     resiliency_names: tuple[str, ...] = ()
+    tracing: TracingConfig = TracingConfig()
+    api: ApiAccessConfig = ApiAccessConfig()
 
     def with_overrides(self, **server: Any) -> RuntimeConfig:
         """Apply command-line flags; None means 'not given'."""
