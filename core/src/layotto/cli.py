@@ -120,7 +120,7 @@ def _with_metrics(config: RuntimeConfig, enabled: bool, port: int | None) -> Run
     """daprd's defaults: metrics on, port 9090. A port from the flag or the config must be
     free; the implied 9090 may be taken (another sidecar on this host), which only warns."""
     server = config.server
-    if not enabled:
+    if not enabled or not server.metrics_enabled:
         update: dict[str, object] = {"metrics_port": None}
     elif port is not None:
         update = {"metrics_port": port, "metrics_optional": False}

@@ -3,8 +3,9 @@
 Sources, combinable:
 - the embedded default (no `--config`, no `--resources-path`): in-memory components under the
   default names;
-- `--config FILE`: our native YAML/JSON, or Layotto's `grpc_config` (bare, wrapped in
-  `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document);
+- `--config FILE`: our native YAML/JSON, Layotto's `grpc_config` (bare, wrapped in
+  `{"grpc_config": ...}`, or inside a MOSN `servers/listeners/filter_chains` document), or
+  daprd's own `kind: Configuration` file (`config_dapr`);
 - `--resources-path DIR` (repeatable): Dapr `Component`, `Subscription`, `HTTPEndpoint` and
   `Resiliency` YAMLs (`config_subscriptions`, `config_endpoints`, `config_resiliency`; the
   native config may hold `subscriptions:`, `http_endpoints:` and `resiliency:` too).
@@ -139,6 +140,8 @@ class ServerConfig(_Model):
     # set, `subscribe_configuration` fails unless these streams are let through without one.
     allow_tokenless_config_subscribe: bool = False
     grace_period: float = Field(default=5.0, ge=0)
+    # False (daprd Configuration `spec.metric.enabled: false`): `layotto run` serves none.
+    metrics_enabled: bool = True
     # Prometheus `GET /metrics` on this port (0 = a free one); None = no metrics at all.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # A taken metrics port warns and serves no metrics instead of failing startup: set by
@@ -369,6 +372,10 @@ def _load_file(path: Path) -> tuple[dict[str, Any], list[ComponentConfig]]:
     data = _read_structured(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    from layotto.config_dapr import from_dapr_configuration, is_dapr_configuration
+
+    if is_dapr_configuration(data):
+        return from_dapr_configuration(data, path), []
     grpc_config = find_grpc_config(data)
     if grpc_config is not None:
         return _from_layotto(grpc_config, str(path))
