@@ -7,6 +7,7 @@ Loaded by `core/tests/conftest.py` as `layotto_core_test_helpers` (the workspace
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,3 +111,126 @@ class EchoApp:
                 data=PbAny(value=json.dumps(echo).encode()), content_type="application/json"
             )
         )
+
+
+# -- trace collectors ------------------------------------------------------------------------
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+class ZipkinCollector:
+    """A Zipkin v2 collector as far as the exporter meets it: `POST /api/v2/spans` with a JSON
+    list of spans (content-type application/json), answered 202; each span checked against the
+    v2 model (hex ids, kind, µs timestamp and duration, local endpoint, string tags); a bad
+    request is answered 400 and kept in `rejected`."""
+
+    KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.posts = 0
+        self.rejected: list[str] = []
+
+    def check(self, span: Any) -> None:
+        assert isinstance(span, dict), span
+        assert _HEX32.fullmatch(span["traceId"]) or _HEX16.fullmatch(span["traceId"])
+        assert _HEX16.fullmatch(span["id"])
+        if "parentId" in span:
+            assert _HEX16.fullmatch(span["parentId"])
+        assert isinstance(span["name"], str)
+        assert span.get("kind", "SERVER") in self.KINDS
+        assert isinstance(span["timestamp"], int)
+        assert span["timestamp"] > 1_600_000_000_000_000
+        assert isinstance(span["duration"], int)
+        assert span["duration"] >= 1
+        assert isinstance(span["localEndpoint"]["serviceName"], str)
+        tags = span.get("tags", {})
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+
+    async def __call__(self, scope: Any, receive: Receive, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = await read_body(receive)
+        headers = dict(scope["headers"])
+        status = 202
+        try:
+            assert scope["method"] == "POST"
+            assert scope["path"] == "/api/v2/spans"
+            assert headers.get(b"content-type", b"").startswith(b"application/json")
+            spans = json.loads(body)
+            assert isinstance(spans, list)
+            for span in spans:
+                self.check(span)
+        except (AssertionError, KeyError, ValueError) as err:
+            self.rejected.append(repr(err))
+            status = 400
+        else:
+            self.posts += 1
+            self.spans.extend(spans)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class OtlpCollector:
+    """An OTLP/HTTP collector taking JSON: `POST /v1/traces` with an ExportTraceServiceRequest
+    (resourceSpans -> scopeSpans -> spans; hex ids, ns times as strings, kind and status as
+    numbers, attributes as key/value pairs), answered 200 with an empty
+    ExportTraceServiceResponse; the spans of all requests are kept flat with the service name
+    of their resource."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.rejected: list[str] = []
+
+    @staticmethod
+    def attributes(pairs: Any) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pair in pairs:
+            out[pair["key"]] = pair["value"]["stringValue"]
+        return out
+
+    async def __call__(self, scope: Any, receive: Receive, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = await read_body(receive)
+        headers = dict(scope["headers"])
+        status, answer = 200, b"{}"
+        try:
+            assert scope["method"] == "POST"
+            assert scope["path"] == "/v1/traces"
+            assert headers.get(b"content-type", b"").startswith(b"application/json")
+            request = json.loads(body)
+            found = []
+            for resource_spans in request["resourceSpans"]:
+                service = self.attributes(resource_spans["resource"]["attributes"])["service.name"]
+                for scope_spans in resource_spans["scopeSpans"]:
+                    assert isinstance(scope_spans["scope"]["name"], str)
+                    for span in scope_spans["spans"]:
+                        assert _HEX32.fullmatch(span["traceId"])
+                        assert _HEX16.fullmatch(span["spanId"])
+                        if "parentSpanId" in span:
+                            assert _HEX16.fullmatch(span["parentSpanId"])
+                        assert span["kind"] in (1, 2, 3, 4, 5)
+                        start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+                        assert isinstance(span["startTimeUnixNano"], str)
+                        assert 0 < start <= end
+                        assert span["status"]["code"] in (0, 1, 2)
+                        found.append(
+                            {
+                                **span,
+                                "service": service,
+                                "attributes": self.attributes(span.get("attributes", [])),
+                            }
+                        )
+        except (AssertionError, KeyError, ValueError, TypeError) as err:
+            self.rejected.append(repr(err))
+            status, answer = 400, b'{"message": "bad request"}'
+        else:
+            self.spans.extend(found)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})

@@ -15,7 +15,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -60,7 +60,11 @@ from layotto.services.pubsub_delivery import DeliveryPolicy
 from layotto.services.secrets import SecretService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
+from layotto.tracing import NO_TRACER, Tracer
 from layotto.version import runtime_version
+
+if TYPE_CHECKING:
+    from layotto.actors.trace_exporter import TraceExporter
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,10 @@ class Runtime:
     # `server.metrics_port` is set (created by serve()), else NO_METER.
     meter: Meter = NO_METER
     metrics_server: MetricsServer | None = None  # set while serving, with metrics
+    # Spans of every layer: a recording tracer when `tracing.sampling_rate` > 0 (created by
+    # serve()), else NO_TRACER; its exporter actor when a collector is configured.
+    tracer: Tracer = NO_TRACER
+    trace_exporter: TraceExporter | None = None
     components: ComponentRegistry = field(default_factory=ComponentRegistry)
     config_watchers: ConfigWatchers | None = None  # set while serving
     app_health: AppHealth | None = None  # set while serving, with an app port
@@ -144,6 +152,14 @@ class Runtime:
 
         return PrometheusMeter(self.config.app.id)
 
+    def _make_tracing(self) -> tuple[Tracer, TraceExporter | None]:
+        """Tracing is imported and built only when `tracing.sampling_rate` > 0."""
+        if self.config.tracing.sampling_rate <= 0:
+            return NO_TRACER, None
+        from layotto.actors.trace_exporter import build_tracing
+
+        return build_tracing(self.config.tracing, self.config.app.id or "layotto")
+
     def dapr_metadata(self) -> dict[str, Any]:
         components = []
         for b in self.components:
@@ -202,6 +218,8 @@ class Runtime:
         external: HttpEndpoints | None = None  # Dapr HTTPEndpoints and full-URL targets
         self.meter = meter = self._make_meter()
         self.components.meter = meter
+        self.tracer, self.trace_exporter = self._make_tracing()
+        self.components.tracer = self.tracer
         # Timeouts, retries and breakers for components and apps, read by every service.
         self.components.resiliency = Resiliency.from_spec(config.resiliency, meter=meter)
         for name in config.resiliency_names:
@@ -281,6 +299,7 @@ class Runtime:
                 self.dapr_metadata, self.extended_metadata.__setitem__, self.shutdown.set
             ),
             meter=self.meter,
+            tracer=self.tracer,
         )
         self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
         api = ApiServer(
@@ -308,6 +327,7 @@ class Runtime:
                     shutdown=self.shutdown.set,
                     config_updates=pusher,
                     meter=self.meter,
+                    tracer=self.tracer,
                 )
             ),
             config.server.host,
@@ -319,6 +339,8 @@ class Runtime:
         self.metrics_server = self._metrics_server()
         if self.metrics_server is not None:
             actors.insert(0, self.metrics_server)
+        if self.trace_exporter is not None:
+            actors.insert(0, self.trace_exporter)  # stopped last: drained calls' spans go out
         if connection is not None:
             # One health prober per runtime, started before (and stopped after) the
             # dispatchers it gates; invocations of the app consult it too.

@@ -29,6 +29,7 @@ from layotto.api.app_channel import (
 )
 from layotto.api.app_connection import AppConnection
 from layotto.services.cloudevents import EventStatus, TopicEvent
+from layotto.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def to_bulk_entry(event: TopicEvent, entry_id: str, raw: bool) -> dapr.TopicEven
 
 
 def event_headers(event: TopicEvent) -> dict[str, str]:
-    """The message's metadata as call headers (as daprd sends them), and its trace context."""
+    """The message's metadata as call headers (as daprd sends them), and its trace context:
+    the delivery's span when tracing is on, else the event's `traceparent`."""
     headers: dict[str, str] = {}
     for name, value in event.metadata.items():
         key = name.lower()
@@ -124,7 +126,7 @@ def event_headers(event: TopicEvent) -> dict[str, str]:
             and _HEADER_VALUE.fullmatch(value)
         ):
             headers[key] = value
-    traceparent = event.extensions.get("traceparent")
+    traceparent = current_traceparent() or event.extensions.get("traceparent")
     if isinstance(traceparent, str) and _HEADER_VALUE.fullmatch(traceparent):
         headers["traceparent"] = traceparent
     return headers

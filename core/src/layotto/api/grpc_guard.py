@@ -3,7 +3,8 @@
 Doing it at the handler-mapping level (rather than per servicer method) covers unary and
 streaming calls alike, and the health and reflection services too. With a meter, every call is
 counted and timed here as it ends (a stream when it ends), with the status it was answered with
-(Dapr's `dapr_grpc_io_server_*` metrics; the method path tells the two APIs apart).
+(Dapr's `dapr_grpc_io_server_*` metrics; the method path tells the two APIs apart). With a
+tracer, every call gets a SERVER span (`grpc_tracing`) but the health probes and server streams.
 
 A `LayottoError` is answered with its status and message plus rich details (`ErrorInfo` with
 its reason, see `rich_errors`). Paths in `tokenless_paths` may come without a token (never
@@ -29,8 +30,10 @@ from grpclib.server import Stream
 
 from layotto.api.gate import CallGate
 from layotto.api.grpc_status import GRPC_STATUS
+from layotto.api.grpc_tracing import traced
 from layotto.errors import LayottoError
 from layotto.meter import NO_METER, Meter
+from layotto.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,12 @@ class GuardedService:
         mapping: Mapping[str, grpclib.const.Handler] = self._service.__mapping__()
         return {
             path: handler._replace(
-                func=self._guard.wrap(path, handler.func, self._describe(path.rsplit("/", 1)[-1]))
+                func=self._guard.wrap(
+                    path,
+                    handler.func,
+                    self._describe(path.rsplit("/", 1)[-1]),
+                    streaming=handler.cardinality.server_streaming,
+                )
             )
             for path, handler in mapping.items()
         }
@@ -70,9 +78,11 @@ class CallGuard:
         *,
         tokenless_paths: frozenset[str] = frozenset(),
         meter: Meter = NO_METER,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._gate = gate
         self._meter = meter
+        self._tracer = tracer
         self._token = api_token.encode() if api_token else None
         self._tokenless = tokenless_paths
 
@@ -93,7 +103,15 @@ class CallGuard:
             return
         raise GRPCError(Status.UNAUTHENTICATED, "missing api token in request metadata")
 
-    def wrap(self, path: str, func: Handler, missing: str) -> Handler:
+    def wrap(self, path: str, func: Handler, missing: str, *, streaming: bool = False) -> Handler:
+        """`streaming` (the server streams its answer): not traced, as daprd leaves its own
+        API's streams (subscriptions) without a span."""
+        handler = self._measured(path, func, missing)
+        if self._tracer.enabled and not streaming and path.split("/")[1] not in PROBE_SERVICES:
+            return traced(self._tracer, path, handler)
+        return handler
+
+    def _measured(self, path: str, func: Handler, missing: str) -> Handler:
         method = path.rsplit("/", 1)[-1]
         admit = nullcontext if path.split("/")[1] in PROBE_SERVICES else self._gate.call
 

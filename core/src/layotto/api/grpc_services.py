@@ -29,6 +29,7 @@ from layotto.services.pubsub import PubSubService
 from layotto.services.secrets import SecretService
 from layotto.services.sequencer import SequencerService
 from layotto.services.state import StateService
+from layotto.tracing import NO_TRACER, Tracer
 
 # Services answered for, whose building blocks are not built yet: (full name, what to call it).
 PLANNED_SERVICES: list[tuple[str, str]] = [
@@ -94,11 +95,12 @@ def build_grpc_services(
     allow_tokenless_config_subscribe: bool = False,
     control: SidecarControl | None = None,
     meter: Meter = NO_METER,
+    tracer: Tracer = NO_TRACER,
 ) -> GrpcServices:
     """`allow_tokenless_config_subscribe`: Dapr's configuration subscribe streams may come
     without the API token (never with a wrong one), as the Dapr SDKs send them."""
     tokenless = CONFIG_SUBSCRIBE_PATHS if allow_tokenless_config_subscribe else frozenset()
-    guard = CallGuard(gate, api_token, tokenless_paths=tokenless, meter=meter)
+    guard = CallGuard(gate, api_token, tokenless_paths=tokenless, meter=meter, tracer=tracer)
     dapr = DaprServices(
         services.dapr_state,
         services.dapr_lock,

@@ -20,9 +20,11 @@ from layotto.api.dapr_http import dapr_routes, fallback_route
 from layotto.api.dapr_http_context import ConfigUpdates, DaprHttpContext
 from layotto.api.gate import CallGate
 from layotto.api.grpc_services import ApiServices
+from layotto.api.http_tracing import TracingMiddleware
 from layotto.health import HealthRegistry, Probe
 from layotto.meter import NO_METER, Meter
 from layotto.plugin import HealthStatus
+from layotto.tracing import NO_TRACER, Tracer
 
 # Readable without the API token, as daprd does for its health endpoints.
 TOKEN_EXEMPT_PATHS = frozenset(
@@ -50,6 +52,7 @@ class HttpContext:
     shutdown: Callable[[], None] | None = None  # POST /v1.0/shutdown
     config_updates: ConfigUpdates | None = None  # configuration subscriptions over HTTP
     meter: Meter = NO_METER  # Dapr's dapr_http_server_* metrics, for every request
+    tracer: Tracer = NO_TRACER  # a SERVER span per API request (`http_tracing`)
 
     def dapr(self) -> DaprHttpContext | None:
         if (
@@ -177,4 +180,6 @@ def build_http_app(ctx: HttpContext) -> Starlette:
     middleware = [Middleware(_TokenMiddleware, token=ctx.api_token)]
     if ctx.meter.enabled:  # outermost, so refused (401) requests are counted too
         middleware.insert(0, Middleware(_MetricsMiddleware, meter=ctx.meter))
+    if ctx.tracer.enabled:  # outside the token check, so a refused call keeps its trace
+        middleware.insert(0, Middleware(TracingMiddleware, tracer=ctx.tracer))
     return Starlette(routes=routes, middleware=middleware)

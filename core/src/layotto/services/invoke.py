@@ -6,7 +6,8 @@ the default) -> its before-filters -> addresses (`rpc_target_address` header, el
 resolver) -> the channel, trying the addresses round-robin and skipping, for
 `rpc.eject_seconds`, one that could not be reached -> after-filters. The whole call is bounded
 by `rpc_request_timeout` (ms, default 3000) -> DEADLINE_EXCEEDED. A target's own error status
-comes back unchanged (`TargetError`).
+comes back unchanged (`TargetError`). With tracing on, the call's span (the current one) goes
+to the target as its parent: `traceparent` / `tracestate` replace the caller's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from layotto.plugin.rpc import (
     TargetUnreachable,
 )
 from layotto.resiliency import is_retriable
+from layotto.tracing import TRACESTATE, current_span
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,10 @@ class InvokeService:
             raise InvalidArgument("field 'id' must not be empty")
         if request.method == "" and request.verb == "":
             raise InvalidArgument("field 'message.method' must not be empty")
+        span = current_span()
+        if span is not None:
+            headers = {k: v for k, v in request.headers.items() if k != TRACESTATE}
+            request = request.with_(headers={**headers, **span.headers()})
         if self._external is not None and self._external.handles(request.app_id):
             external = self._external
             return await self._invoke_direct(

@@ -50,6 +50,7 @@ from layotto.services.cloudevents import (
 )
 from layotto.services.keys import KeyPrefix
 from layotto.services.pubsub_delivery import Deliver, DeliveryLoop, DeliveryPolicy, HealthSink
+from layotto.tracing import Tracer, current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class PubSubService:
         self._inbound: dict[str, Policy] = {}
         self._live: dict[tuple[str, str], anyio.Event] = {}
         self._meter: Meter = registry.meter  # egress here, ingress in the delivery loops
+        self._tracer: Tracer = registry.tracer  # a CONSUMER span per delivery attempt
         for name, built in registry.of_kind(Kind.PUBSUB).items():
             if not isinstance(built.component, PubSub):
                 raise TypeError(f"pubsub component {name!r} is not a PubSub")
@@ -141,7 +143,9 @@ class PubSubService:
         traceparent: str | None,
     ) -> tuple[PublishRequest, str]:
         """The request to hand the component and the event id: the CloudEvents envelope
-        (unless `rawPayload`). Raises InvalidArgument for what cannot be enveloped."""
+        (unless `rawPayload`). Raises InvalidArgument for what cannot be enveloped. With
+        tracing on, the event's `traceparent` is the publishing call's span."""
+        traceparent = current_traceparent() or traceparent
         meta = dict(metadata or {})
         if is_truthy(meta.get(RAW_PAYLOAD_METADATA)):
             # Sent as it is; the id travels as a header so a subscriber that wraps the raw
@@ -341,6 +345,7 @@ class PubSubService:
             policy,
             on_health,
             meter=self._meter,
+            tracer=self._tracer,
         )
 
     @asynccontextmanager

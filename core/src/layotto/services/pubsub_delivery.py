@@ -56,6 +56,14 @@ from layotto.plugin import (
 from layotto.plugin.flags import is_truthy
 from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.cloudevents import CLOUDEVENTS_JSON, EventStatus, TopicEvent, parse
+from layotto.tracing import (
+    NO_TRACER,
+    SpanKind,
+    Tracer,
+    activate,
+    deactivate,
+    parse_traceparent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +183,9 @@ class DeliveryLoop:
     on_health: HealthSink | None = None
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     meter: Meter = NO_METER  # Dapr's ingress metrics, one count per attempt
+    # A CONSUMER span per attempt (`pubsub/{topic}`, as daprd names it), child of the event's
+    # `traceparent` and current while the app is called, so the app gets it as its parent.
+    tracer: Tracer = NO_TRACER
 
     def __post_init__(self) -> None:
         self._raw = is_truthy(self.request.metadata.get(RAW_PAYLOAD_METADATA))
@@ -429,6 +440,32 @@ class DeliveryLoop:
         self.meter.pubsub_ingress(self.pubsub_name, topic, outcome, seconds)
 
     async def _attempt(self, event: TopicEvent) -> EventStatus | int:
+        if not self.tracer.enabled:
+            return await self._attempt_once(event)
+        traceparent = event.extensions.get("traceparent")
+        parent = parse_traceparent(traceparent if isinstance(traceparent, str) else None)
+        span = self.tracer.start(f"pubsub/{event.topic}", SpanKind.CONSUMER, parent)
+        if span is None:
+            return await self._attempt_once(event)
+        if span.sampled:
+            span.set("messaging.system", "pubsub")
+            span.set("messaging.destination.name", event.topic)
+            span.set("dapr.pubsub", self.pubsub_name)
+        token = activate(span)
+        try:
+            status = await self._attempt_once(event)
+            if status not in (EventStatus.SUCCESS, EventStatus.DROP):
+                name = status.name if isinstance(status, EventStatus) else str(status)
+                span.fail(f"the app answered {name}")
+            return status
+        except Exception as err:
+            span.fail(type(err).__name__)
+            raise
+        finally:
+            deactivate(token)
+            self.tracer.end(span)
+
+    async def _attempt_once(self, event: TopicEvent) -> EventStatus | int:
         """One delivery, under the inbound resiliency policy's timeout and breaker when there
         is one (a RETRY or unknown status counts as a failure for the breaker)."""
         inbound = self.policy.inbound
