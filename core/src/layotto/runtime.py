@@ -31,6 +31,7 @@ from layotto.actors.http_server import HttpServer
 from layotto.actors.metrics_server import MetricsServer
 from layotto.actors.pubsub_dispatcher import PubSubDispatcher
 from layotto.actors.supervisor import Supervisor
+from layotto.api.api_access import ApiAccess
 from layotto.api.app_callback import AppCallbackClient
 from layotto.api.app_channel import AppChannel, declared_subscription
 from layotto.api.app_connection import AppConnection
@@ -289,6 +290,7 @@ class Runtime:
     ) -> None:
         """Actors up, readiness UP, then wait for shutdown: readiness DOWN, drain, stop."""
         config = self.config
+        access = ApiAccess(config.api)  # daprd's API allow/deny lists, for both ports
         grpc = build_grpc_services(
             services,
             gate,
@@ -300,6 +302,7 @@ class Runtime:
             ),
             meter=self.meter,
             tracer=self.tracer,
+            access=access,
         )
         self.health.on_readiness_change(lambda s: grpc.health.set_serving(s is HealthStatus.UP))
         api = ApiServer(
@@ -328,6 +331,7 @@ class Runtime:
                     config_updates=pusher,
                     meter=self.meter,
                     tracer=self.tracer,
+                    access=access,
                 )
             ),
             config.server.host,

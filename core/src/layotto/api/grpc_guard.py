@@ -28,6 +28,7 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Stream
 
+from layotto.api.api_access import ApiAccess
 from layotto.api.gate import CallGate
 from layotto.api.grpc_status import GRPC_STATUS
 from layotto.api.grpc_tracing import traced
@@ -45,6 +46,11 @@ PROBE_SERVICES = frozenset({"grpc.health.v1.Health"})
 TRAILERS_TIMEOUT_SECONDS = 1.0
 
 Handler = Callable[[Stream[Any, Any]], Awaitable[None]]
+
+
+async def _not_available(stream: Stream[Any, Any]) -> None:
+    """A method the API allow/deny lists refuse, answered as daprd answers it."""
+    raise GRPCError(Status.UNIMPLEMENTED, "requested endpoint is not available")
 
 
 class GuardedService:
@@ -79,7 +85,9 @@ class CallGuard:
         tokenless_paths: frozenset[str] = frozenset(),
         meter: Meter = NO_METER,
         tracer: Tracer = NO_TRACER,
+        access: ApiAccess | None = None,
     ) -> None:
+        self._access = access
         self._gate = gate
         self._meter = meter
         self._tracer = tracer
@@ -106,6 +114,9 @@ class CallGuard:
     def wrap(self, path: str, func: Handler, missing: str, *, streaming: bool = False) -> Handler:
         """`streaming` (the server streams its answer): not traced, as daprd leaves its own
         API's streams (subscriptions) without a span."""
+        if self._access is not None and not self._access.grpc_allows(path):
+            # Decided once per method: a refused one never reaches its servicer.
+            func = _not_available
         handler = self._measured(path, func, missing)
         if self._tracer.enabled and not streaming and path.split("/")[1] not in PROBE_SERVICES:
             return traced(self._tracer, path, handler)

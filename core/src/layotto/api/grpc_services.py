@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from layotto.api.api_access import ApiAccess
 from layotto.api.dapr_grpc import (
     CONFIG_SUBSCRIBE_PATHS,
     DaprRuntime,
@@ -96,11 +97,14 @@ def build_grpc_services(
     control: SidecarControl | None = None,
     meter: Meter = NO_METER,
     tracer: Tracer = NO_TRACER,
+    access: ApiAccess | None = None,
 ) -> GrpcServices:
     """`allow_tokenless_config_subscribe`: Dapr's configuration subscribe streams may come
     without the API token (never with a wrong one), as the Dapr SDKs send them."""
     tokenless = CONFIG_SUBSCRIBE_PATHS if allow_tokenless_config_subscribe else frozenset()
-    guard = CallGuard(gate, api_token, tokenless_paths=tokenless, meter=meter, tracer=tracer)
+    guard = CallGuard(
+        gate, api_token, tokenless_paths=tokenless, meter=meter, tracer=tracer, access=access
+    )
     dapr = DaprServices(
         services.dapr_state,
         services.dapr_lock,

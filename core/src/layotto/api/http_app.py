@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from layotto.api.api_access import ApiAccess
 from layotto.api.dapr_http import dapr_routes, fallback_route
 from layotto.api.dapr_http_context import ConfigUpdates, DaprHttpContext
 from layotto.api.gate import CallGate
@@ -53,6 +54,7 @@ class HttpContext:
     config_updates: ConfigUpdates | None = None  # configuration subscriptions over HTTP
     meter: Meter = NO_METER  # Dapr's dapr_http_server_* metrics, for every request
     tracer: Tracer = NO_TRACER  # a SERVER span per API request (`http_tracing`)
+    access: ApiAccess | None = None  # daprd's API allow/deny lists: refused routes do not exist
 
     def dapr(self) -> DaprHttpContext | None:
         if (
@@ -177,6 +179,10 @@ def build_http_app(ctx: HttpContext) -> Starlette:
     dapr = ctx.dapr()
     if dapr is not None:
         routes += [*dapr_routes(dapr), fallback_route(dapr)]
+    access = ctx.access
+    if access is not None and access.restricts_http:
+        # daprd registers no route the lists refuse, so they answer 404 like unknown ones.
+        routes = [r for r in routes if not isinstance(r, Route) or access.http_allows(r.path)]
     middleware = [Middleware(_TokenMiddleware, token=ctx.api_token)]
     if ctx.meter.enabled:  # outermost, so refused (401) requests are counted too
         middleware.insert(0, Middleware(_MetricsMiddleware, meter=ctx.meter))
