@@ -191,8 +191,8 @@ class RpcConfig(_Model):
 class TracingConfig(_Model):
     """Distributed tracing (W3C trace context), as daprd's Configuration `spec.tracing`."""
 
-    # Share of the traces started here that are recorded (0 = none, 1 = all); a caller's
-    # traceparent with its sampled flag set is always followed.
+    # Share of the traces started here that are recorded (1 = all); with tracing on, a
+    # caller's traceparent with its sampled flag set is always followed; 0 = tracing off.
     sampling_rate: float = Field(default=0.0, ge=0, le=1)
     # Where finished spans go: a Zipkin v2 collector (`POST <zipkin_endpoint>`, e.g.
     # http://localhost:9411/api/v2/spans), an OTLP/HTTP collector (`POST <otlp_endpoint>`,

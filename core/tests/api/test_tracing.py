@@ -322,6 +322,21 @@ async def test_a_native_yaml_tracing_section_turns_tracing_on(tmp_path: Path) ->
     assert [s["name"] for s in zipkin.spans] == [GET_STATE]
 
 
+async def test_a_daprd_configuration_file_turns_tracing_on(tmp_path: Path) -> None:
+    zipkin = ZipkinCollector()
+    async with serve_asgi(zipkin) as port:
+        daprd = tmp_path / "config.yaml"
+        daprd.write_text(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\n"
+            'spec:\n  tracing:\n    samplingRate: "1"\n'
+            f"    zipkin: {{endpointAddress: 'http://127.0.0.1:{port}/api/v2/spans'}}\n"
+        )
+        base = load_config(daprd).model_copy(update={"components": embedded_default_components()})
+        async with run_sidecar(base) as sc:
+            await get_state_with_metadata(sc, {})
+    assert [s["name"] for s in zipkin.spans] == [GET_STATE]
+
+
 async def test_a_collector_that_is_down_neither_slows_nor_fails_calls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
