@@ -56,6 +56,7 @@ from layotto.plugin import (
 from layotto.plugin.component import ComponentMetadata
 from layotto.services.bindings import BindingService
 from layotto.services.state import StateService
+from layotto.tracing import NO_TRACER, RatioSampler, RecordingTracer, Span, Tracer
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +120,7 @@ class FakeApp(pb.AppCallbackBase):
     )
     events: list[pb.BindingEventRequest] = field(default_factory=list)
     tokens: list[str | None] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)
     list_calls: int = 0
     list_error: grpclib.const.Status | None = None
 
@@ -153,6 +155,8 @@ async def serve(app: FakeApp | None, *others: Any) -> AsyncIterator[int]:
         if app is not None and event.method_name.endswith("/OnBindingEvent"):
             token = event.metadata.get("dapr-api-token")
             app.tokens.append(token if isinstance(token, str) else None)
+            traceparent = event.metadata.get("traceparent")
+            app.traceparents.append(traceparent if isinstance(traceparent, str) else None)
 
     listen(server, RecvRequest, on_request)
     await server.start("127.0.0.1", 0)
@@ -227,12 +231,14 @@ async def running(
     fail_reads: int = 0,
     check: HealthCheck | None = None,
     wait_up: bool = True,
+    tracer: Tracer = NO_TRACER,
 ) -> AsyncIterator[Harness]:
     app = app or FakeApp()
     source, out = QueueBinding(), QueueBinding()
     source.fail_reads = fail_reads
     store = InMemoryStateStore.create(InMemoryStateMetadata(), ComponentContext("statestore", ""))
     registry = ComponentRegistry()
+    registry.tracer = tracer
     await registry.start(
         [
             _built("in", Kind.BINDINGS, "queue", source),
@@ -595,6 +601,56 @@ def test_reply_conversion(caplog: pytest.LogCaptureFixture) -> None:
     reply = to_reply(pb.BindingEventResponse(states=[unreadable], to=["o"], data=b"d"))
     assert (list(reply.states), list(reply.to), reply.data) == ([], ["o"], b"d")
     assert "states[0].options.concurrency" in caplog.text
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+async def test_each_event_is_a_consumer_span_child_of_its_traceparent() -> None:
+    """With tracing on: a CONSUMER span per event (per delivery, retries inside), child of
+    the event's `traceparent` metadata; the app gets it as its parent; one the app did not
+    process is an ERROR span; the reply's output call is a CLIENT child carrying the span."""
+    spans: list[Span] = []
+    tracer = RecordingTracer(RatioSampler(1.0), [spans.append])
+    answers: list[pb.BindingEventResponse | None] = [None, pb.BindingEventResponse(to=["out"])]
+
+    def reply(request: pb.BindingEventRequest) -> pb.BindingEventResponse:
+        answer = answers.pop(0) if answers else pb.BindingEventResponse()
+        if answer is None:
+            raise GRPCError(grpclib.const.Status.INTERNAL, "not yet")
+        return answer
+
+    trace, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with running(FakeApp(reply=reply), tracer=tracer) as h:
+        await h.emit(b"one", traceparent=f"00-{trace}-{caller}-01", tracestate="rojo=1")
+        await h.until(lambda: len(h.source.processed) == 1)
+        await h.emit(b"two")  # no trace of its own: a new one
+        await h.until(lambda: len(h.source.processed) == 2)
+    failed, done, sent, fresh = spans
+    assert [s.name for s in (failed, done, fresh)] == ["bindings/in"] * 3
+    assert {s.kind.zipkin for s in (failed, done, fresh)} == {"CONSUMER"}
+    assert (failed.trace_id, failed.parent_id, failed.tracestate) == (trace, caller, "rojo=1")
+    assert "not yet" in failed.status_message
+    assert (done.trace_id, done.parent_id, done.status) == (trace, caller, 0)
+    assert done.attributes == {"db.system": "bindings", "db.name": "in", "rpc.service": "Dapr"}
+    assert h.app.traceparents[:2] == [failed.traceparent, done.traceparent]
+    assert (sent.name, sent.kind.zipkin, sent.parent_id) == (
+        "bindings/out/create",
+        "CLIENT",
+        done.span_id,
+    )
+    assert h.out.sent[0].metadata["traceparent"] == sent.traceparent
+    assert h.out.sent[0].metadata["tracestate"] == "rojo=1"
+    assert fresh.trace_id != trace
+    assert fresh.parent_id is None
+    assert h.app.traceparents[2] == fresh.traceparent
+
+
+async def test_without_tracing_the_app_gets_no_traceparent() -> None:
+    async with running() as h:
+        await h.emit(b"one")
+        await h.until(lambda: len(h.source.processed) == 1)
+    assert h.app.traceparents == [None]
 
 
 # -- wired into the runtime ------------------------------------------------------------------

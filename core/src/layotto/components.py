@@ -238,7 +238,7 @@ class ComponentRegistry:
         self._by_kind: dict[Kind, dict[str, BuiltComponent]] = {}
         self.resiliency = resiliency or Resiliency.empty()
         self.meter: Meter = NO_METER  # what services record their component calls with
-        self.tracer: Tracer = NO_TRACER  # what services start spans with (pub/sub deliveries)
+        self.tracer: Tracer = NO_TRACER  # what services start spans with (deliveries, bindings)
 
     def add(self, item: BuiltComponent) -> None:
         self._by_kind.setdefault(item.config.kind, {})[item.config.name] = item

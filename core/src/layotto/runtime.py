@@ -314,7 +314,11 @@ class Runtime:
         pusher = None
         if connection is not None:
             pusher = ConfigPusher(
-                services.configuration, connection, config.app.id, protocol=config.app.protocol
+                services.configuration,
+                connection,
+                config.app.id,
+                protocol=config.app.protocol,
+                tracer=self.tracer,
             )
         http = HttpServer(
             build_http_app(

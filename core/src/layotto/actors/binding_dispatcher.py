@@ -20,6 +20,15 @@ timed out, exhausted) raises, so the event is redelivered; a failure that a rede
 fix (an unknown store or binding, a bad request, an ETag mismatch) is logged and the event
 counts as processed (the app did process it).
 
+With tracing on (the bindings service's `tracer`), each event is a CONSUMER span while the
+app is called, named `bindings/<name>` as daprd names it: child of the event's own
+`traceparent` (+ `tracestate`) metadata when it has a valid one (a broker header), else a new
+trace. It is current while the app is called, so the app gets it as its parent (gRPC metadata
+or HTTP headers), and while the reply is carried out (output bindings in `to` are its
+children). Attributes as daprd's: `db.system` (`bindings`), `db.name` (the binding),
+`rpc.service`; an event the app did not process is an ERROR span. (daprd gives its callback
+spans kind CLIENT; CONSUMER here, as for pub/sub deliveries: an event handed to the app.)
+
 Shutdown (`AppDispatcher`): new events wait, unprocessed, until reading is cancelled; in-flight
 deliveries finish until the grace deadline, then every `read` is cancelled.
 """
@@ -44,6 +53,15 @@ from layotto.health import HealthRegistry
 from layotto.plugin import BindingEvent, Health, HealthStatus, InputBinding
 from layotto.services.bindings import BindingService
 from layotto.services.state import StateService
+from layotto.tracing import (
+    TRACEPARENT,
+    TRACESTATE,
+    SpanKind,
+    Tracer,
+    activate,
+    deactivate,
+    parse_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +190,53 @@ class BindingDispatcher(AppDispatcher):
             await anyio.sleep_forever()
         self._in_flight += 1
         try:
-            # The binding's inbound resiliency policy (timeout, retries, breaker), if any.
-            policy = self._bindings.inbound_policy(name)
-            reply = await policy.run(lambda: self._app.on_binding_event(name, event))
-            await self._follow_up(name, reply)
+            tracer = self._bindings.tracer
+            if tracer.enabled:
+                reply = await self._deliver_traced(tracer, name, event)
+            else:
+                reply = await self._deliver(name, event)
+                await self._follow_up(name, reply)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
         return reply.data or None
+
+    async def _deliver(self, name: str, event: BindingEvent) -> BindingReply:
+        # The binding's inbound resiliency policy (timeout, retries, breaker), if any.
+        policy = self._bindings.inbound_policy(name)
+        return await policy.run(lambda: self._app.on_binding_event(name, event))
+
+    async def _deliver_traced(self, tracer: Tracer, name: str, event: BindingEvent) -> BindingReply:
+        """`_deliver` in a CONSUMER span (module docstring), then `_follow_up` with the span
+        still current: the reply's output bindings are its children."""
+        metadata = event.metadata
+        parent = parse_headers(metadata.get(TRACEPARENT), metadata.get(TRACESTATE))
+        span = tracer.start(f"bindings/{name}", SpanKind.CONSUMER, parent)
+        if span is None:  # not reached: only a recording tracer is enabled
+            reply = await self._deliver(name, event)
+            await self._follow_up(name, reply)
+            return reply
+        if span.sampled:
+            span.set("db.system", "bindings")
+            span.set("db.name", name)
+            span.set("rpc.service", "Dapr")
+        token = activate(span)
+        try:
+            try:
+                reply = await self._deliver(name, event)
+            except LayottoError as err:
+                span.fail(err.message)
+                raise
+            except BaseException as err:
+                span.fail(type(err).__name__)
+                raise
+            finally:
+                tracer.end(span)
+            await self._follow_up(name, reply)
+        finally:
+            deactivate(token)
+        return reply
 
     # -- the app's reply -------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ as daprd's app channels do.
 - A subscription ends when it is unsubscribed (by id, over HTTP or gRPC), when the store's watch
   fails or drops it (logged), and when the actor stops: `stop()` cancels the push tasks and
   closes their subscriptions (no task outlives the actor).
+- With tracing on (`tracer`, the runtime's), each POST is a CONSUMER span,
+  `configuration/<store>` (bounded: never the key), a new trace (an update has no caller),
+  with `db.system` and `db.name`; it goes to the app as `traceparent` (+ `tracestate`) in the
+  request headers (gRPC metadata), and an undelivered update is an ERROR span. daprd traces
+  no configuration push; this makes the app's handling of an update part of a trace.
 - An app on Layotto's AppCallback (`app.protocol: layotto`) has no `OnInvoke`: subscribing is
   refused with UNIMPLEMENTED, since nothing could be delivered.
 """
@@ -39,6 +44,7 @@ from layotto.plugin import ConfigItem
 from layotto.plugin.rpc import RpcRequest, RpcResponse, TargetError
 from layotto.resiliency import Policy
 from layotto.services.configuration import ConfigurationService, Subscription
+from layotto.tracing import NO_TRACER, SpanKind, Tracer, current_span, deactivate, detach
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +97,14 @@ class ConfigPusher:
         *,
         protocol: str = "auto",
         timeout: float = PUSH_TIMEOUT_SECONDS,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._service = service
         self._app = app
         self._app_id = app_id
         self._protocol = protocol
         self._timeout = timeout
+        self._tracer = tracer
         self._task_group: TaskGroup | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._stop = anyio.Event()
@@ -164,6 +172,8 @@ class ConfigPusher:
 
     async def _push(self, subscription: Subscription) -> None:
         store = subscription.scope.store_name
+        # Started inside the subscribe call: its span is not the updates' parent.
+        token = None if current_span() is None else detach()
         try:
             async for batch in subscription:
                 await self._deliver(subscription.id, store, batch)
@@ -187,6 +197,8 @@ class ConfigPusher:
                 "configuration subscription %s to store %r failed", subscription.id, store
             )
         finally:
+            if token is not None:
+                deactivate(token)
             self._subscriptions.pop(subscription.id, None)
             subscription.close()
 
@@ -201,7 +213,7 @@ class ConfigPusher:
                 verb="POST",
                 timeout=self._timeout,
             )
-            status = await self._send_under(self._service.inbound_policy(store), request)
+            status = await self._send_under(self._service.inbound_policy(store), store, request)
             if status is not None:
                 log.error(
                     "configuration update of key %r from store %r was not delivered to the "
@@ -213,13 +225,13 @@ class ConfigPusher:
                     extra={"store": store, "key": key, "subscription": subscription_id},
                 )
 
-    async def _send_under(self, policy: Policy, request: RpcRequest) -> str | None:
+    async def _send_under(self, policy: Policy, store: str, request: RpcRequest) -> str | None:
         """`_send` under the store's inbound resiliency policy (daprd's default: one try)."""
         if not policy:
-            return await self._send(request)
+            return await self._send(store, request)
 
         async def once() -> None:
-            problem = await self._send(request)
+            problem = await self._send(store, request)
             if problem is not None:
                 raise _Undelivered(problem)
 
@@ -231,8 +243,32 @@ class ConfigPusher:
             return f"status {err.category.name}: {err.message}"
         return None
 
-    async def _send(self, request: RpcRequest) -> str | None:
-        """Deliver one update; None when the app took it, else what went wrong (the status)."""
+    async def _send(self, store: str, request: RpcRequest) -> str | None:
+        """Deliver one update; None when the app took it, else what went wrong (the status).
+        With tracing on, in a span of its own whose context the app gets."""
+        tracer = self._tracer
+        if not tracer.enabled:
+            return await self._send_once(request)
+        span = tracer.start(f"configuration/{store}", SpanKind.CONSUMER)
+        if span is None:  # not reached: only a recording tracer is enabled
+            return await self._send_once(request)
+        if span.sampled:
+            span.set("db.system", "configuration")
+            span.set("db.name", store)
+        request = request.with_(headers={**request.headers, **span.headers()})
+        try:
+            problem = await self._send_once(request)
+        except BaseException as err:
+            span.fail(type(err).__name__)
+            raise
+        else:
+            if problem is not None:
+                span.fail(problem)
+            return problem
+        finally:
+            tracer.end(span)
+
+    async def _send_once(self, request: RpcRequest) -> str | None:
         try:
             # The connection bounds the call by `request.timeout`; this bounds it regardless.
             with anyio.fail_after(self._timeout + 1.0):

@@ -5,7 +5,8 @@ API the app speaks (`app.protocol`): Layotto's `spec.proto.runtime.v1.AppCallbac
 Dapr's `dapr.proto.runtime.v1.AppCallback` (`dapr_app_callback`). With `auto` it asks Dapr's
 `ListTopicSubscriptions` first and Layotto's when that is UNIMPLEMENTED (the service is not
 served); the surface that answered delivers. Both share the app connection
-(`app_connection`), so every call carries the app token.
+(`app_connection`), so every call carries the app token. OnTopicEvent carries the delivery's
+trace context as `traceparent` metadata on both (`trace_headers`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from layotto._proto.spec.proto.runtime import v1 as pb
 from layotto.api.app_channel import AppSubscription, cloudevent_fields, delivery_errors
 from layotto.api.app_channel import to_status as _to_status
 from layotto.api.app_connection import AppConnection
-from layotto.api.dapr_app_callback import DaprAppChannel
+from layotto.api.dapr_app_callback import DaprAppChannel, trace_headers
 from layotto.errors import Unsupported
 from layotto.services.cloudevents import EventStatus, TopicEvent
 from layotto.services.pubsub_delivery import AppUnavailable
@@ -81,6 +82,8 @@ class LayottoAppChannel:
                 to_topic_event_request(event),
                 pb.TopicEventResponse,
                 within=self._timeout,
+                # The token last: no trace header may replace it.
+                metadata={**trace_headers(event), **self._connection.metadata},
             )
         return to_status(response)
 

@@ -6,6 +6,10 @@ Foreign errors are translated here, at the edge: an app that cannot be reached b
 `AppUnavailable`; UNIMPLEMENTED becomes `Unsupported`; any other error answer, or no answer
 within the event timeout, becomes `BindingNotProcessed`. All three mean "not processed": the
 input binding redelivers the event where its backend can.
+
+With tracing on, OnBindingEvent carries the event's span (the current one) as `traceparent`
+(+ `tracestate`) metadata: daprd sends it as `grpc-trace-bin`, a name grpclib cannot send,
+and `traceparent` as well when the event came with one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from layotto.api.app_connection import AppConnection
 from layotto.api.dapr_state_grpc import set_request
 from layotto.errors import InvalidArgument, LayottoError
 from layotto.plugin import BindingEvent, SetRequest
+from layotto.tracing import current_span
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +102,17 @@ class BindingCallbackClient:
         """Deliver one event; return what the app asked for in its reply. Raises when the app
         did not process it (see the module docstring)."""
         request = pb.BindingEventRequest(name=name, data=event.data, metadata=dict(event.metadata))
+        span = current_span()
+        # The token last: no trace header may replace it. None: the token alone.
+        metadata = None if span is None else {**span.headers(), **self._connection.metadata}
         try:
             with delivery_errors("OnBindingEvent"):
                 response = await self._connection.call(
-                    ON_EVENT_PATH, request, pb.BindingEventResponse, within=self._event_timeout
+                    ON_EVENT_PATH,
+                    request,
+                    pb.BindingEventResponse,
+                    within=self._event_timeout,
+                    metadata=metadata,
                 )
         except GRPCError as err:
             raise BindingNotProcessed(

@@ -126,10 +126,17 @@ def event_headers(event: TopicEvent) -> dict[str, str]:
             and _HEADER_VALUE.fullmatch(value)
         ):
             headers[key] = value
+    headers.update(trace_headers(event))
+    return headers
+
+
+def trace_headers(event: TopicEvent) -> dict[str, str]:
+    """The delivery's trace context as call headers: its span when tracing is on, else the
+    event's `traceparent` (none when it has no valid one)."""
     traceparent = current_traceparent() or event.extensions.get("traceparent")
     if isinstance(traceparent, str) and _HEADER_VALUE.fullmatch(traceparent):
-        headers["traceparent"] = traceparent
-    return headers
+        return {"traceparent": traceparent}
+    return {}
 
 
 class DaprAppChannel:

@@ -7,6 +7,9 @@ A 2xx answer is processed (its body is the reply's `data`: daprd's HTTP apps can
 state saves or output bindings); any other answer, or none within the event timeout, is
 `BindingNotProcessed`; an app that cannot be reached is `AppUnavailable`. All three mean "not
 processed": the input binding redelivers the event where its backend can.
+
+With tracing on, the event's span (the current one) is the request's `traceparent` (+
+`tracestate`), over any the event's metadata carried, as daprd's HTTP app channel sets it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterable
 from layotto.api.binding_callback import BindingNotProcessed, BindingReply
 from layotto.api.http_app_connection import HttpAppConnection, delivery_errors
 from layotto.plugin import BindingEvent
+from layotto.tracing import TRACESTATE, current_span
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,10 @@ class HttpBindingCallbackClient:
     async def on_binding_event(self, name: str, event: BindingEvent) -> BindingReply:
         """Deliver one event; raises when the app did not process it (module docstring)."""
         headers = binding_headers(event.metadata.items())
+        span = current_span()
+        if span is not None:
+            headers.pop(TRACESTATE, None)
+            headers.update(span.headers())
         try:
             with delivery_errors():
                 answer = await self._connection.request(

@@ -3,6 +3,12 @@ app asked for (delivered by the binding dispatcher).
 
 A component counts as an output binding when it implements `OutputBinding` and its
 `direction` metadata (if any) includes `output`; likewise for input.
+
+With tracing on, each output call is a CLIENT span (`bindings/{name}/{operation}`), child of
+the current span (the API call's, or an input binding event's) or, without one, a new trace;
+its `traceparent` / `tracestate` replace the caller's in the request metadata, where a binding
+that speaks HTTP (`bindings.http`) sends them on as headers, as daprd passes its trace context
+to output bindings. `tracer` is also what the binding dispatcher traces input events with.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from layotto.plugin.bindings import DIRECTION_METADATA
 from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
+from layotto.tracing import TRACESTATE, SpanKind, Tracer, activate, deactivate
 
 _NO_KEYS = KeyPrefix("")
 REASON = "ERR_INVOKE_OUTPUT_BINDING"
@@ -41,6 +48,7 @@ class BindingService:
         self, registry: ComponentRegistry, *, call_timeout: float = DEFAULT_CALL_TIMEOUT
     ) -> None:
         self._call_timeout = call_timeout
+        self.tracer: Tracer = registry.tracer
         self._outputs: dict[str, OutputBinding] = {}
         self._policies: dict[str, Policy] = {}  # outbound resiliency, per output binding
         self._meters: dict[str, ComponentMeter | None] = {}  # call metrics, per output binding
@@ -95,6 +103,35 @@ class BindingService:
                 reason=REASON,
             )
         request = BindingRequest(operation, data, dict(metadata or {}))
+        tracer = self.tracer
+        if not tracer.enabled:
+            return await self._invoke(name, binding, request)
+        span = tracer.start(f"bindings/{name}/{operation}", SpanKind.CLIENT)
+        if span is None:  # not reached: only a recording tracer is enabled
+            return await self._invoke(name, binding, request)
+        if span.sampled:
+            span.set("db.system", "bindings")
+            span.set("db.name", name)
+            span.set("db.operation", operation)  # one the binding lists: a bounded set
+        carried = {k: v for k, v in request.metadata.items() if k != TRACESTATE}
+        request = BindingRequest(operation, data, {**carried, **span.headers()})
+        token = activate(span)
+        try:
+            return await self._invoke(name, binding, request)
+        except LayottoError as err:
+            span.fail(err.message)
+            raise
+        except BaseException as err:
+            span.fail(type(err).__name__)
+            raise
+        finally:
+            deactivate(token)
+            tracer.end(span)
+
+    async def _invoke(
+        self, name: str, binding: OutputBinding, request: BindingRequest
+    ) -> BindingResponse:
+        operation = request.operation
         try:
             return await call_component(
                 f"invoke output binding {name!r} ({operation})",

@@ -1,5 +1,6 @@
 """Distributed tracing with W3C trace context, as daprd does it: a span per API call (gRPC and
-HTTP), per invocation forwarded and per pub/sub delivery to the app, exported to Zipkin (v2
+HTTP), per invocation forwarded, per pub/sub delivery, input binding event and configuration
+update delivered to the app and per output binding call, exported to Zipkin (v2
 JSON) and/or an OpenTelemetry collector (OTLP/HTTP JSON) and/or the log.
 
 This package is the dependency-free interface the edges and services use (`Tracer`,
@@ -29,6 +30,7 @@ from layotto.tracing.tracer import (
     current_span,
     current_traceparent,
     deactivate,
+    detach,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "current_span",
     "current_traceparent",
     "deactivate",
+    "detach",
     "format_traceparent",
     "parse_headers",
     "parse_traceparent",

@@ -42,6 +42,13 @@ def deactivate(token: Token[Span | None]) -> None:
     _CURRENT.reset(token)
 
 
+def detach() -> Token[Span | None]:
+    """No current span from here on, until `deactivate(token)`: for a task that outlives the
+    call that started it (it inherited that call's span), whose spans start traces of their
+    own."""
+    return _CURRENT.set(None)
+
+
 class RatioSampler:
     """daprd's sampler: a parent that is sampled is followed; otherwise a share `rate` of
     traces, decided on the trace id (OpenTelemetry's TraceIdRatioBased: the low 8 bytes,
