@@ -362,13 +362,15 @@ def test_on_invoke_through_invoke_service_for_the_own_app_id(
 ) -> None:
     response = invoke_echo(sidecar, pb2, pb2_grpc, "hello")
     assert json.loads(response.data.value) == {"echo": "hello"}
-    assert sdk_app.records("invoke", text="hello")
+    # The app logs the call before answering; its stdout is read by another thread.
+    sdk_app.wait(lambda: bool(sdk_app.records("invoke", text="hello")), "the invoke record")
 
 
 def test_the_app_token_reaches_on_invoke(
     sidecar: Sidecar, sdk_app: ScriptApp, pb2: Any, pb2_grpc: Any
 ) -> None:
     invoke_echo(sidecar, pb2, pb2_grpc, "token?")
+    sdk_app.wait(lambda: bool(sdk_app.records("invoke", text="token?")), "the invoke record")
     (call,) = sdk_app.records("invoke", text="token?")
     assert call["metadata"].get("dapr-api-token") == [APP_TOKEN]
 
