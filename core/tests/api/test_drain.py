@@ -134,3 +134,33 @@ async def test_call_outliving_the_grace_period_is_answered(
         assert not isinstance(error, TimeoutError), "the client had to wait for its deadline"
         assert isinstance(error, GRPCError | StreamTerminatedError | ConnectionError), error
         assert answered_at - began < grace + 1.0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_stopped_api_server_serves_nothing_on_connections_left_open(
+    anyio_backend: str,
+) -> None:
+    """grpclib's Server.close() keeps serving open connections: a call arriving after it
+    became a task nobody waited for (destroyed pending at loop exit). The API server hangs up
+    on them, so the same channel's next call fails instead of being answered (this also fails
+    if a grpclib upgrade stops calling the overridden `_protocol_factory`)."""
+    from grpclib.client import Channel
+    from layotto._proto.grpc.health import v1 as health_pb
+    from layotto.actors.api_server import ApiServer
+    from layotto.api.grpc_health import HealthService
+
+    health = HealthService([], anyio.Event())
+    health.set_serving(True)
+    api = ApiServer([health], "127.0.0.1", 0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(api.run)
+        assert api.bound_port
+        channel = Channel("127.0.0.1", api.bound_port)
+        try:
+            stub = health_pb.HealthStub(channel, timeout=5)
+            await stub.check(health_pb.HealthCheckRequest())  # the connection is open
+            await api.stop()
+            with pytest.raises((StreamTerminatedError, ConnectionError, GRPCError, OSError)):
+                await stub.check(health_pb.HealthCheckRequest())
+        finally:
+            channel.close()
