@@ -7,7 +7,8 @@ from typing import Self
 
 
 class Managed:
-    """``with x:`` runs ``start()`` (then ``stop()`` if that fails) and ``stop()`` at the end."""
+    """``with x:`` runs ``start()`` (then ``stop()`` if that fails) and ``stop()`` at the end,
+    then ``check_stopped()`` if the block raised nothing."""
 
     def start(self) -> None:
         raise NotImplementedError
@@ -30,3 +31,9 @@ class Managed:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc is None:
+            self.check_stopped()
+
+    def check_stopped(self) -> None:
+        """After ``stop()`` at the end of a ``with`` block that raised nothing: raise if the
+        process did not end as it should."""

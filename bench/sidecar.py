@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
@@ -110,14 +109,8 @@ class Sidecar(Managed):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        super().__exit__(exc_type, exc, tb)
-        if self._check_exit and exc is None and self.exit_code != 0:
+    def check_stopped(self) -> None:
+        if self._check_exit and self.exit_code != 0:
             raise SidecarError(
                 f"sidecar exited {self.exit_code} after SIGTERM (expected 0); last log lines:\n"
                 + self.log_tail(20)
