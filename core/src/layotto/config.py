@@ -18,9 +18,9 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -571,12 +571,25 @@ def _describe(err: ValidationError) -> str:
 def _reject_duplicates(components: list[ComponentConfig]) -> None:
     seen: dict[tuple[Kind, str], ComponentConfig] = {}
     for c in components:
-        other = seen.get((c.kind, c.name))
-        if other is not None:
-            raise ConfigError(
-                f"duplicate {c.kind.value} component {c.name!r}: in {other.source} and {c.source}"
-            )
-        seen[(c.kind, c.name)] = c
+        note_unique(seen, (c.kind, c.name), c, f"{c.kind.value} component")
+
+
+class _Sourced(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Sourced)
+
+
+def note_unique(seen: dict[Any, _S], key: Hashable, item: _S, what: str) -> None:
+    """Record `item` in `seen` under `key`; a ConfigError naming both sources when `key` is
+    already there."""
+    other = seen.setdefault(key, item)
+    if other is not item:
+        raise ConfigError(f"duplicate {what} {item.name!r}: in {other.source} and {item.source}")
 
 
 # -- Layotto grpc_config -------------------------------------------------------------------
@@ -734,21 +747,19 @@ def _from_layotto_rpcs(rpcs: Any, source: str) -> tuple[list[ComponentConfig], d
 
 
 def load_dapr_resources(directory: Path, app_id: str = "") -> list[ComponentConfig]:
-    components: list[ComponentConfig] = []
-    for source, doc in _dapr_documents(directory, "Component"):
-        component = _dapr_component(doc, source, app_id)
-        if component is not None:
-            components.append(component)
-    return components
+    parsed = (
+        _dapr_component(doc, source, app_id)
+        for source, doc in _dapr_documents(directory, "Component")
+    )
+    return [c for c in parsed if c is not None]
 
 
 def load_dapr_subscriptions(directory: Path, app_id: str = "") -> list[DeclaredSubscription]:
-    subscriptions: list[DeclaredSubscription] = []
-    for source, doc in _dapr_documents(directory, "Subscription"):
-        subscription = dapr_subscription(doc, source, app_id)
-        if subscription is not None:
-            subscriptions.append(subscription)
-    return subscriptions
+    parsed = (
+        dapr_subscription(doc, source, app_id)
+        for source, doc in _dapr_documents(directory, "Subscription")
+    )
+    return [s for s in parsed if s is not None]
 
 
 def _dapr_documents(directory: Path, kind: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -785,12 +796,7 @@ def _check_subscriptions(
     topics: dict[tuple[str, str], DeclaredSubscription] = {}
     kept: list[DeclaredSubscription] = []
     for sub in subscriptions:
-        other = names.get(sub.name)
-        if other is not None:
-            raise ConfigError(
-                f"duplicate subscription {sub.name!r}: in {other.source} and {sub.source}"
-            )
-        names[sub.name] = sub
+        note_unique(names, sub.name, sub, "subscription")
         if sub.pubsub_name not in pubsubs:
             raise ConfigError(
                 f"{sub.source}: subscription {sub.name!r}: pubsub {sub.pubsub_name!r} is not "

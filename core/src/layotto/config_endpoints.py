@@ -44,6 +44,7 @@ from layotto.config import (
     _dapr_documents,
     _describe,
     _secret_key_ref,
+    note_unique,
 )
 from layotto.config_subscriptions import check_fields
 from layotto.errors import ConfigError
@@ -257,12 +258,7 @@ def check_http_endpoints(
     seen: dict[str, HttpEndpointConfig] = {}
     checked: list[HttpEndpointConfig] = []
     for endpoint in endpoints:
-        other = seen.get(endpoint.name)
-        if other is not None:
-            raise ConfigError(
-                f"duplicate {KIND} {endpoint.name!r}: in {other.source} and {endpoint.source}"
-            )
-        seen[endpoint.name] = endpoint
+        note_unique(seen, endpoint.name, endpoint, KIND)
         refs = tuple(
             resolve_store(
                 ref,

@@ -58,8 +58,8 @@ from layotto.tracing import (
     TRACESTATE,
     SpanKind,
     Tracer,
-    activate,
-    deactivate,
+    active,
+    ending,
     parse_headers,
 )
 
@@ -221,21 +221,10 @@ class BindingDispatcher(AppDispatcher):
             span.set("db.system", "bindings")
             span.set("db.name", name)
             span.set("rpc.service", "Dapr")
-        token = activate(span)
-        try:
-            try:
+        with active(span):
+            with ending(tracer, span):
                 reply = await self._deliver(name, event)
-            except LayottoError as err:
-                span.fail(err.message)
-                raise
-            except BaseException as err:
-                span.fail(type(err).__name__)
-                raise
-            finally:
-                tracer.end(span)
             await self._follow_up(name, reply)
-        finally:
-            deactivate(token)
         return reply
 
     # -- the app's reply -------------------------------------------------------------------

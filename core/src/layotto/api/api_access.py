@@ -26,21 +26,20 @@ from layotto.config import ApiAccessConfig, ApiRule
 DAPR = "/dapr.proto.runtime.v1.Dapr/"
 LAYOTTO = "/spec.proto.runtime.v1.Runtime/"
 
+# The state API's stable methods, the same names on both services.
+STATE_METHODS = (
+    "GetState",
+    "GetBulkState",
+    "SaveState",
+    "DeleteState",
+    "DeleteBulkState",
+    "ExecuteStateTransaction",
+)
+
 # (group, version) -> the gRPC methods it covers.
 _GRPC_GROUPS: dict[tuple[str, str], tuple[str, ...]] = {
     ("invoke", "v1"): (DAPR + "InvokeService", LAYOTTO + "InvokeService"),
-    ("state", "v1"): tuple(
-        prefix + method
-        for prefix in (DAPR, LAYOTTO)
-        for method in (
-            "GetState",
-            "GetBulkState",
-            "SaveState",
-            "DeleteState",
-            "DeleteBulkState",
-            "ExecuteStateTransaction",
-        )
-    ),
+    ("state", "v1"): tuple(p + m for p in (DAPR, LAYOTTO) for m in STATE_METHODS),
     ("state", "v1alpha1"): (DAPR + "QueryStateAlpha1",),
     ("publish", "v1"): (DAPR + "PublishEvent", DAPR + "BulkPublishEvent", LAYOTTO + "PublishEvent"),
     ("publish", "v1alpha1"): (DAPR + "BulkPublishEventAlpha1",),
@@ -104,7 +103,6 @@ class ApiAccess:
         self._grpc_listed = bool(self._grpc_allowed or self._grpc_denied)
         self._http_allowed = _http_groups(config.allowed)
         self._http_denied = _http_groups(config.denied)
-        self.restricts_grpc = self._grpc_listed
         self.restricts_http = bool(self._http_allowed or self._http_denied)
 
     def grpc_allows(self, path: str) -> bool:

@@ -29,6 +29,7 @@ from typing import Any, Final
 from grpclib import GRPCError
 from grpclib.server import Stream
 
+from layotto.api.api_access import STATE_METHODS
 from layotto.tracing import (
     TRACEPARENT,
     TRACESTATE,
@@ -36,8 +37,8 @@ from layotto.tracing import (
     SpanContext,
     SpanKind,
     Tracer,
-    activate,
-    deactivate,
+    active,
+    ending,
     parse_headers,
 )
 
@@ -45,18 +46,7 @@ Handler = Callable[[Stream[Any, Any]], Awaitable[None]]
 
 # Method name -> the building block daprd (or Layotto) reports as `db.system`.
 _DB_SYSTEMS: Final[dict[str, str]] = {
-    **dict.fromkeys(
-        (
-            "GetState",
-            "GetBulkState",
-            "SaveState",
-            "DeleteState",
-            "DeleteBulkState",
-            "ExecuteStateTransaction",
-            "QueryStateAlpha1",
-        ),
-        "state",
-    ),
+    **dict.fromkeys((*STATE_METHODS, "QueryStateAlpha1"), "state"),
     **dict.fromkeys(("GetSecret", "GetBulkSecret"), "secrets"),
     **dict.fromkeys(("TryLock", "Unlock", "TryLockAlpha1", "UnlockAlpha1"), "lock"),
     "GetNextId": "sequencer",
@@ -133,24 +123,20 @@ def traced(tracer: Tracer, path: str, handler: Handler) -> Handler:
             span.set("dapr.api", path)
             span.set("dapr.protocol", "grpc")
             _annotate_first_message(stream, span, path)
-        token = activate(span)
-        try:
+        with active(span), ending(tracer, span, _fail):
             await handler(stream)
-        except GRPCError as err:
-            span.fail(err.message or err.status.name)
-            span.set("rpc.grpc.status_code", str(err.status.value))
-            raise
-        except asyncio.CancelledError:
-            span.fail("CANCELLED")
-            raise
-        except BaseException as err:
-            span.fail(type(err).__name__)
-            raise
-        finally:
-            deactivate(token)
-            tracer.end(span)
 
     return traced_call
+
+
+def _fail(span: Span, err: BaseException) -> None:
+    if isinstance(err, GRPCError):
+        span.fail(err.message or err.status.name)
+        span.set("rpc.grpc.status_code", str(err.status.value))
+    elif isinstance(err, asyncio.CancelledError):
+        span.fail("CANCELLED")
+    else:
+        span.fail(type(err).__name__)
 
 
 def _annotate_first_message(stream: Stream[Any, Any], span: Span, path: str) -> None:

@@ -28,8 +28,7 @@ from layotto.tracing import (
     Span,
     SpanKind,
     Tracer,
-    activate,
-    deactivate,
+    active,
     parse_headers,
 )
 
@@ -124,11 +123,10 @@ class TracingMiddleware:
                     message = {**message, "headers": headers}
             await send(message)
 
-        token = activate(span)
         try:
-            await self._app(scope, receive, sending)
+            with active(span):
+                await self._app(scope, receive, sending)
         finally:
-            deactivate(token)
             if status >= 400:
                 span.fail(error_description(status))
             if span.sampled:

@@ -14,6 +14,7 @@ to output bindings. `tracer` is also what the binding dispatcher traces input ev
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from layotto.components import BuiltComponent, ComponentRegistry
 from layotto.errors import InvalidArgument, LayottoError, NotConfigured
@@ -29,10 +30,17 @@ from layotto.plugin.bindings import DIRECTION_METADATA
 from layotto.resiliency import NO_POLICY, Policy
 from layotto.services.calls import DEFAULT_CALL_TIMEOUT, call_component
 from layotto.services.keys import KeyPrefix
-from layotto.tracing import TRACESTATE, SpanKind, Tracer, activate, deactivate
+from layotto.tracing import TRACESTATE, SpanKind, Tracer, active, ending
 
 _NO_KEYS = KeyPrefix("")
 REASON = "ERR_INVOKE_OUTPUT_BINDING"
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    binding: OutputBinding
+    policy: Policy  # the binding's outbound resiliency policy
+    meter: ComponentMeter | None  # its call metrics
 
 
 def _directions(built: BuiltComponent) -> set[str] | None:
@@ -49,9 +57,7 @@ class BindingService:
     ) -> None:
         self._call_timeout = call_timeout
         self.tracer: Tracer = registry.tracer
-        self._outputs: dict[str, OutputBinding] = {}
-        self._policies: dict[str, Policy] = {}  # outbound resiliency, per output binding
-        self._meters: dict[str, ComponentMeter | None] = {}  # call metrics, per output binding
+        self._outputs: dict[str, _Output] = {}
         self._inputs: dict[str, InputBinding] = {}
         self._inbound: dict[str, Policy] = {}  # inbound resiliency, per input binding
         for name, built in registry.of_kind(Kind.BINDINGS).items():
@@ -60,9 +66,11 @@ class BindingService:
             if isinstance(component, OutputBinding) and (
                 directions is None or "output" in directions
             ):
-                self._outputs[name] = component
-                self._policies[name] = registry.outbound_policy(Kind.BINDINGS, name)
-                self._meters[name] = registry.component_meter(Kind.BINDINGS, name)
+                self._outputs[name] = _Output(
+                    component,
+                    registry.outbound_policy(Kind.BINDINGS, name),
+                    registry.component_meter(Kind.BINDINGS, name),
+                )
             if isinstance(component, InputBinding) and (
                 directions is None or "input" in directions
             ):
@@ -90,12 +98,12 @@ class BindingService:
             raise NotConfigured("output binding is not configured", reason=REASON)
         if not name:
             raise InvalidArgument("field 'name' must not be empty", reason=REASON)
-        binding = self._outputs.get(name)
-        if binding is None:
+        output = self._outputs.get(name)
+        if output is None:
             raise InvalidArgument(f"couldn't find output binding {name}", reason=REASON)
         if not operation:
             raise InvalidArgument("operation field is missing from request", reason=REASON)
-        supported = list(binding.operations())
+        supported = list(output.binding.operations())
         if operation not in supported:
             raise InvalidArgument(
                 f"binding {name} does not support operation {operation}. "
@@ -105,32 +113,20 @@ class BindingService:
         request = BindingRequest(operation, data, dict(metadata or {}))
         tracer = self.tracer
         if not tracer.enabled:
-            return await self._invoke(name, binding, request)
+            return await self._invoke(name, output, request)
         span = tracer.start(f"bindings/{name}/{operation}", SpanKind.CLIENT)
         if span is None:  # not reached: only a recording tracer is enabled
-            return await self._invoke(name, binding, request)
+            return await self._invoke(name, output, request)
         if span.sampled:
             span.set("db.system", "bindings")
             span.set("db.name", name)
             span.set("db.operation", operation)  # one the binding lists: a bounded set
         carried = {k: v for k, v in request.metadata.items() if k != TRACESTATE}
         request = BindingRequest(operation, data, {**carried, **span.headers()})
-        token = activate(span)
-        try:
-            return await self._invoke(name, binding, request)
-        except LayottoError as err:
-            span.fail(err.message)
-            raise
-        except BaseException as err:
-            span.fail(type(err).__name__)
-            raise
-        finally:
-            deactivate(token)
-            tracer.end(span)
+        with active(span), ending(tracer, span):
+            return await self._invoke(name, output, request)
 
-    async def _invoke(
-        self, name: str, binding: OutputBinding, request: BindingRequest
-    ) -> BindingResponse:
+    async def _invoke(self, name: str, output: _Output, request: BindingRequest) -> BindingResponse:
         operation = request.operation
         try:
             return await call_component(
@@ -138,9 +134,9 @@ class BindingService:
                 "the binding",
                 _NO_KEYS,
                 self._call_timeout,
-                lambda: binding.invoke(request),
-                policy=self._policies[name],
-                meter=self._meters[name],
+                lambda: output.binding.invoke(request),
+                policy=output.policy,
+                meter=output.meter,
                 operation=operation,  # one the binding lists as supported: a bounded set
             )
         except LayottoError as err:

@@ -188,7 +188,7 @@ class PubSubService:
         request, event_id = self._prepare(
             pubsub, pubsub_name, topic, data, content_type, metadata, style, traceparent
         )
-        started = time.perf_counter()
+        started = time.perf_counter() if self._meter.enabled else 0.0
         try:
             await call_component(
                 f"publishing to topic {topic!r}",
@@ -289,7 +289,7 @@ class PubSubService:
             )
         if prepared:
             bulk = BulkPublishRequest(topic, prepared)
-            started = time.perf_counter()
+            started = time.perf_counter() if self._meter.enabled else 0.0
             try:
                 failed = await call_component(
                     f"publishing {len(prepared)} entries to topic {topic!r}",

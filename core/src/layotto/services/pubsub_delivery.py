@@ -382,7 +382,7 @@ class DeliveryLoop:
                 if self.stopping:
                     return
                 self.stats.in_flight += 1
-                started = time.perf_counter()
+                started = time.perf_counter() if self.meter.enabled else 0.0
                 try:
                     status: EventStatus | int = await self._attempt(event)
                     failure = ""

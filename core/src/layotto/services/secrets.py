@@ -8,6 +8,7 @@ over both. Bulk reads leave out what the policy hides instead of failing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from layotto.components import ComponentRegistry
 from layotto.config import SecretScope
@@ -28,6 +29,13 @@ _NO_KEYS = KeyPrefix("")  # secret names are not prefixed
 _ALLOW_ALL = SecretScope()
 
 
+@dataclass(frozen=True, slots=True)
+class _Store:
+    store: SecretStore
+    policy: Policy  # the store's outbound resiliency policy
+    meter: ComponentMeter | None  # its call metrics
+
+
 def allowed(scope: SecretScope, key: str) -> bool:
     if key in scope.denied_secrets:
         return False
@@ -46,20 +54,20 @@ class SecretService:
     ) -> None:
         self._call_timeout = call_timeout
         self._scopes = dict(scopes or {})
-        self._stores: dict[str, SecretStore] = {}
-        self._policies: dict[str, Policy] = {}  # outbound resiliency, per store
-        self._meters: dict[str, ComponentMeter | None] = {}  # call metrics, per store
+        self._stores: dict[str, _Store] = {}
         for name, built in registry.of_kind(Kind.SECRETSTORES).items():
             if not isinstance(built.component, SecretStore):
                 raise TypeError(f"secret store component {name!r} is not a SecretStore")
-            self._stores[name] = built.component
-            self._policies[name] = registry.outbound_policy(Kind.SECRETSTORES, name)
-            self._meters[name] = registry.component_meter(Kind.SECRETSTORES, name)
+            self._stores[name] = _Store(
+                built.component,
+                registry.outbound_policy(Kind.SECRETSTORES, name),
+                registry.component_meter(Kind.SECRETSTORES, name),
+            )
 
     def names(self) -> list[str]:
         return sorted(self._stores)
 
-    def _resolve(self, store_name: str) -> SecretStore:
+    def _resolve(self, store_name: str) -> _Store:
         if not self._stores:
             raise NotConfigured(
                 "secret store is not configured", reason="ERR_SECRET_STORES_NOT_CONFIGURED"
@@ -77,7 +85,7 @@ class SecretService:
     async def get(
         self, store_name: str, key: str, metadata: Mapping[str, str] | None = None
     ) -> dict[str, str]:
-        store = self._resolve(store_name)
+        s = self._resolve(store_name)
         if not key:
             raise InvalidArgument("field 'key' must not be empty")
         if not allowed(self._scopes.get(store_name, _ALLOW_ALL), key):
@@ -91,9 +99,9 @@ class SecretService:
                 "the secret store",
                 _NO_KEYS,
                 self._call_timeout,
-                lambda: store.get_secret(key, dict(metadata or {})),
-                policy=self._policies[store_name],
-                meter=self._meters[store_name],
+                lambda: s.store.get_secret(key, dict(metadata or {})),
+                policy=s.policy,
+                meter=s.meter,
                 operation="get",
             )
         except NotFound as err:
@@ -107,15 +115,15 @@ class SecretService:
     async def bulk_get(
         self, store_name: str, metadata: Mapping[str, str] | None = None
     ) -> dict[str, dict[str, str]]:
-        store = self._resolve(store_name)
+        s = self._resolve(store_name)
         found = await call_component(
             f"get the secrets of secret store {store_name!r}",
             "the secret store",
             _NO_KEYS,
             self._call_timeout,
-            lambda: store.bulk_get_secrets(dict(metadata or {})),
-            policy=self._policies[store_name],
-            meter=self._meters[store_name],
+            lambda: s.store.bulk_get_secrets(dict(metadata or {})),
+            policy=s.policy,
+            meter=s.meter,
             operation="bulk_get",
         )
         scope = self._scopes.get(store_name, _ALLOW_ALL)

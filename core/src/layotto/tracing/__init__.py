@@ -27,10 +27,13 @@ from layotto.tracing.tracer import (
     Sink,
     Tracer,
     activate,
+    active,
     current_span,
     current_traceparent,
     deactivate,
     detach,
+    ending,
+    fail_span,
 )
 
 __all__ = [
@@ -48,10 +51,13 @@ __all__ = [
     "SpanKind",
     "Tracer",
     "activate",
+    "active",
     "current_span",
     "current_traceparent",
     "deactivate",
     "detach",
+    "ending",
+    "fail_span",
     "format_traceparent",
     "parse_headers",
     "parse_traceparent",

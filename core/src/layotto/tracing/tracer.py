@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
+from layotto.errors import LayottoError
 from layotto.tracing.context import SpanContext
 from layotto.tracing.span import Span, SpanKind
 
@@ -40,6 +42,35 @@ def activate(span: Span) -> Token[Span | None]:
 
 def deactivate(token: Token[Span | None]) -> None:
     _CURRENT.reset(token)
+
+
+@contextmanager
+def active(span: Span) -> Iterator[None]:
+    """`span` is the current one while the block runs."""
+    token = _CURRENT.set(span)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def fail_span(span: Span, err: BaseException) -> None:
+    """The error status for what escaped a span: a LayottoError's message, else its type."""
+    span.fail(err.message if isinstance(err, LayottoError) else type(err).__name__)
+
+
+@contextmanager
+def ending(
+    tracer: Tracer, span: Span, fail: Callable[[Span, BaseException], None] = fail_span
+) -> Iterator[None]:
+    """`span` failed (`fail`) with whatever escapes the block, and ended after it."""
+    try:
+        yield
+    except BaseException as err:
+        fail(span, err)
+        raise
+    finally:
+        tracer.end(span)
 
 
 def detach() -> Token[Span | None]:
