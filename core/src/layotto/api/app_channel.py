@@ -13,6 +13,7 @@ an answer later than the delivery timeout included.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -179,34 +180,44 @@ class AppChannel(Protocol):
     ) -> list[EventStatus | int]: ...
 
 
-def log_unrouted(event: TopicEvent, subscription: AppSubscription) -> None:
-    log.info(
-        "event %s on %s/%s matches no route: not delivered",
-        event.id,
-        subscription.pubsub_name,
-        subscription.topic,
-    )
+def route_or_log(event: TopicEvent, subscription: AppSubscription) -> str | None:
+    """`subscription.route(event)`, logged when no route takes the event."""
+    path = subscription.route(event)
+    if path is None:
+        log.info(
+            "event %s on %s/%s matches no route: not delivered",
+            event.id,
+            subscription.pubsub_name,
+            subscription.topic,
+        )
+    return path
+
+
+# A bulk delivery to one route: its events and an entry id for each, answering the app's
+# status per entry id it answered for.
+BulkDelivery = Callable[
+    [Sequence[TopicEvent], Sequence[str], AppSubscription, str],
+    Awaitable[Mapping[str, EventStatus | int]],
+]
 
 
 async def deliver_by_route(
-    events: Sequence[TopicEvent],
-    subscription: AppSubscription,
-    deliver: Callable[[Sequence[TopicEvent], str], Awaitable[list[EventStatus | int]]],
+    events: Sequence[TopicEvent], subscription: AppSubscription, deliver: BulkDelivery
 ) -> list[EventStatus | int]:
     """A bulk delivery: `deliver` called once per matched route (usually one) with that
-    route's events, statuses answered in `events`' order; an event no route takes is DROP."""
+    route's events, statuses answered in `events`' order; an event no route takes is DROP,
+    an entry the app does not answer for is RETRY."""
     statuses: list[EventStatus | int] = [EventStatus.DROP] * len(events)
     by_path: dict[str, list[int]] = {}
     for index, event in enumerate(events):
-        path = subscription.route(event)
-        if path is None:
-            log_unrouted(event, subscription)
-            continue
-        by_path.setdefault(path, []).append(index)
+        path = route_or_log(event, subscription)
+        if path is not None:
+            by_path.setdefault(path, []).append(index)
     for path, indexes in by_path.items():
-        answered = await deliver([events[i] for i in indexes], path)
-        for index, status in zip(indexes, answered, strict=True):
-            statuses[index] = status
+        entry_ids = [str(uuid.uuid4()) for _ in indexes]
+        answered = await deliver([events[i] for i in indexes], entry_ids, subscription, path)
+        for index, entry_id in zip(indexes, entry_ids, strict=True):
+            statuses[index] = answered.get(entry_id, EventStatus.RETRY)
     return statuses
 
 

@@ -170,14 +170,14 @@ class _Parser:
         node = self._and()
         while self._peek().text == "||":
             self._operator()
-            node = _either(node, self._and())
+            node = _logical(node, self._and(), decisive=True)
         return node
 
     def _and(self) -> _Node:
         node = self._unary()
         while self._peek().text == "&&":
             self._operator()
-            node = _both(node, self._unary())
+            node = _logical(node, self._unary(), decisive=False)
         return node
 
     def _unary(self) -> _Node:
@@ -319,21 +319,14 @@ def _negate(inner: _Node) -> _Node:
     return node
 
 
-def _either(left: _Node, right: _Node) -> _Node:
+def _logical(left: _Node, right: _Node, *, decisive: bool) -> _Node:
+    """CEL's commutative `||` (`decisive` True) and `&&` (False): a side with the decisive
+    value decides, even when the other side is an error."""
+
     def node(event: Mapping[str, Any]) -> Any:
         a, b = _truth(left(event)), _truth(right(event))
-        if a is True or b is True:
-            return True
-        return a if isinstance(a, _Err) else b
-
-    return node
-
-
-def _both(left: _Node, right: _Node) -> _Node:
-    def node(event: Mapping[str, Any]) -> Any:
-        a, b = _truth(left(event)), _truth(right(event))
-        if a is False or b is False:
-            return False
+        if a is decisive or b is decisive:
+            return decisive
         return a if isinstance(a, _Err) else b
 
     return node

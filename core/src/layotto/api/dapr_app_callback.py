@@ -24,7 +24,7 @@ from layotto.api.app_channel import (
     compile_rule,
     deliver_by_route,
     delivery_errors,
-    log_unrouted,
+    route_or_log,
     to_status,
 )
 from layotto.api.app_connection import AppConnection
@@ -160,9 +160,8 @@ class DaprAppChannel:
         return {**event_headers(event), **self._connection.metadata}
 
     async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
-        path = subscription.route(event)
+        path = route_or_log(event, subscription)
         if path is None:
-            log_unrouted(event, subscription)
             return EventStatus.DROP
         with delivery_errors("OnTopicEvent"):
             response = await self._connection.call(
@@ -177,17 +176,17 @@ class DaprAppChannel:
     async def deliver_bulk(
         self, events: Sequence[TopicEvent], subscription: AppSubscription
     ) -> list[EventStatus | int]:
-        """One OnBulkTopicEvent per matched route (usually one), statuses in `events`' order.
-        An entry the app does not answer for is RETRY; an event no route takes is DROP."""
-        return await deliver_by_route(
-            events, subscription, lambda routed, path: self._bulk(routed, subscription, path)
-        )
+        """One OnBulkTopicEvent per matched route (see `deliver_by_route`)."""
+        return await deliver_by_route(events, subscription, self._bulk)
 
     async def _bulk(
-        self, events: Sequence[TopicEvent], subscription: AppSubscription, path: str
-    ) -> list[EventStatus | int]:
+        self,
+        events: Sequence[TopicEvent],
+        entry_ids: Sequence[str],
+        subscription: AppSubscription,
+        path: str,
+    ) -> dict[str, EventStatus | int]:
         raw = subscription.raw_payload
-        entry_ids = [str(uuid.uuid4()) for _ in events]
         request = dapr.TopicEventBulkRequest(
             id=str(uuid.uuid4()),
             entries=[to_bulk_entry(e, i, raw) for e, i in zip(events, entry_ids, strict=True)],
@@ -203,8 +202,7 @@ class DaprAppChannel:
                 if err.status is not Status.UNIMPLEMENTED:
                     raise
                 response = await self._bulk_call(ALPHA_BULK_PATH, request)
-        answered = {s.entry_id: to_status(int(s.status)) for s in response.statuses}
-        return [answered.get(entry_id, EventStatus.RETRY) for entry_id in entry_ids]
+        return {s.entry_id: to_status(int(s.status)) for s in response.statuses}
 
     async def _bulk_call(
         self, path: str, request: dapr.TopicEventBulkRequest

@@ -99,15 +99,7 @@ class DaprTopicMessages:
     """`SubscribeTopicEventsAlpha1`'s messages."""
 
     def opening(self, request: pb.SubscribeTopicEventsRequestAlpha1) -> StreamOpen | None:
-        initial = request.initial_request
-        if initial is None:
-            return None
-        return StreamOpen(
-            initial.pubsub_name,
-            initial.topic,
-            dict(initial.metadata),
-            initial.dead_letter_topic or None,
-        )
+        return StreamOpen.of(request.initial_request)
 
     def ack(self, request: pb.SubscribeTopicEventsRequestAlpha1) -> StreamAck | None:
         processed = request.event_processed

@@ -25,7 +25,7 @@ from layotto.api.app_channel import (
     BulkSubscribe,
     compile_rule,
     deliver_by_route,
-    log_unrouted,
+    route_or_log,
 )
 from layotto.api.dapr_app_callback import BULK_EVENT_TYPE, event_headers
 from layotto.api.http_app_connection import HttpAnswer, HttpAppConnection, delivery_errors
@@ -149,9 +149,8 @@ class HttpAppChannel:
         return parse_subscriptions(answer.body)
 
     async def deliver(self, event: TopicEvent, subscription: AppSubscription) -> EventStatus | int:
-        path = subscription.route(event)
+        path = route_or_log(event, subscription)
         if path is None:
-            log_unrouted(event, subscription)
             return EventStatus.DROP
         if subscription.raw_payload:
             body = event.data
@@ -168,17 +167,17 @@ class HttpAppChannel:
     async def deliver_bulk(
         self, events: Sequence[TopicEvent], subscription: AppSubscription
     ) -> list[EventStatus | int]:
-        """One bulk POST per matched route (usually one), statuses in `events`' order. An
-        entry the app does not answer for is RETRY; an event no route takes is DROP."""
-        return await deliver_by_route(
-            events, subscription, lambda routed, path: self._bulk(routed, subscription, path)
-        )
+        """One bulk POST per matched route (see `deliver_by_route`)."""
+        return await deliver_by_route(events, subscription, self._bulk)
 
     async def _bulk(
-        self, events: Sequence[TopicEvent], subscription: AppSubscription, path: str
-    ) -> list[EventStatus | int]:
+        self,
+        events: Sequence[TopicEvent],
+        entry_ids: Sequence[str],
+        subscription: AppSubscription,
+        path: str,
+    ) -> dict[str, EventStatus | int]:
         raw = subscription.raw_payload
-        entry_ids = [str(uuid.uuid4()) for _ in events]
         body = {
             "id": str(uuid.uuid4()),
             "entries": [_bulk_entry(e, i, raw) for e, i in zip(events, entry_ids, strict=True)],
@@ -197,8 +196,8 @@ class HttpAppChannel:
             )
         what = f"{len(events)} event(s) to POST /{path.lstrip('/')}"
         if not answer.ok:
-            return [event_status(answer, what)] * len(events)
-        return _bulk_statuses(answer.body, entry_ids)
+            return dict.fromkeys(entry_ids, event_status(answer, what))
+        return _bulk_statuses(answer.body)
 
 
 def _bulk_entry(event: TopicEvent, entry_id: str, raw: bool) -> dict[str, Any]:
@@ -218,18 +217,18 @@ def _bulk_entry(event: TopicEvent, entry_id: str, raw: bool) -> dict[str, Any]:
     }
 
 
-def _bulk_statuses(body: bytes, entry_ids: Sequence[str]) -> list[EventStatus | int]:
-    """Per entry the app's status; an entry it did not answer for is RETRY, and so is every
-    entry when the answer cannot be read (daprd fails the whole batch then)."""
+def _bulk_statuses(body: bytes) -> dict[str, EventStatus | int]:
+    """The app's status per entry id; none when the answer cannot be read (daprd fails the
+    whole batch then: every entry is RETRY)."""
     try:
         parsed = json.loads(body) if body.strip() else {}
     except ValueError:
         parsed = None
     if not isinstance(parsed, Mapping) or not isinstance(parsed.get("statuses"), list):
         log.warning("the app's bulk answer has no statuses: every entry is retried")
-        return [EventStatus.RETRY] * len(entry_ids)
+        return {}
     answered: dict[str, EventStatus | int] = {}
     for item in parsed["statuses"]:
         if isinstance(item, Mapping) and isinstance(item.get("entryId"), str):
             answered[item["entryId"]] = _status_word(item.get("status", ""))
-    return [answered.get(entry_id, EventStatus.RETRY) for entry_id in entry_ids]
+    return answered

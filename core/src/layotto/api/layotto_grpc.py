@@ -9,18 +9,13 @@ import grpclib.const
 
 from layotto._proto.google.protobuf import Empty
 from layotto._proto.spec.proto.runtime import v1 as pb
+from layotto.api import dapr_state_grpc as state_msg
 from layotto.api.config_messages import from_pb, to_pb
 from layotto.api.config_stream import ConfigSubscriptions
 from layotto.api.invoke_grpc import InvokeHandler
 from layotto.api.pubsub_grpc import PublishHandler, TopicEventStreams
-from layotto.errors import InvalidArgument, Unsupported
 from layotto.plugin import (
-    Concurrency,
-    Consistency,
-    DeleteRequest,
     LockStatus,
-    SetRequest,
-    TransactionOperation,
 )
 from layotto.services.bindings import BindingService
 from layotto.services.configuration import ConfigurationService
@@ -60,18 +55,6 @@ RUNTIME_BUILDING_BLOCKS: Mapping[str, str] = {
     "GetBulkSecret": "Secrets API",
 }
 
-_CONSISTENCY = {
-    pb.StateOptionsStateConsistency.CONSISTENCY_UNSPECIFIED: Consistency.EVENTUAL,
-    pb.StateOptionsStateConsistency.CONSISTENCY_EVENTUAL: Consistency.EVENTUAL,
-    pb.StateOptionsStateConsistency.CONSISTENCY_STRONG: Consistency.STRONG,
-}
-_CONCURRENCY = {
-    pb.StateOptionsStateConcurrency.CONCURRENCY_UNSPECIFIED: Concurrency.LAST_WRITE,
-    pb.StateOptionsStateConcurrency.CONCURRENCY_LAST_WRITE: Concurrency.LAST_WRITE,
-    pb.StateOptionsStateConcurrency.CONCURRENCY_FIRST_WRITE: Concurrency.FIRST_WRITE,
-}
-_UPSERT, _DELETE = "upsert", "delete"
-
 _UNLOCK_STATUS = {
     LockStatus.SUCCESS: pb.UnlockResponseStatus.SUCCESS,
     LockStatus.LOCK_UNEXIST: pb.UnlockResponseStatus.LOCK_UNEXIST,
@@ -85,61 +68,16 @@ _KEEP_ALIVE_STATUS = {
     LockStatus.INTERNAL_ERROR: pb.LockKeepAliveResponseStatus.INTERNAL_ERROR,
 }
 # WEAK is the default: no `options` at all means WEAK too (layotto-semantics 8).
-_STRONG = {
+_STRONG: dict[int, bool] = {
     pb.SequencerOptionsAutoIncrement.WEAK: False,
     pb.SequencerOptionsAutoIncrement.STRONG: True,
 }
 
 
-def _consistency(value: pb.StateOptionsStateConsistency, field: str) -> Consistency:
-    try:
-        return _CONSISTENCY[value]
-    except KeyError:
-        raise InvalidArgument(f"field {field!r} has an unknown value {int(value)}") from None
-
-
-def _concurrency(value: pb.StateOptionsStateConcurrency, field: str) -> Concurrency:
-    try:
-        return _CONCURRENCY[value]
-    except KeyError:
-        raise InvalidArgument(f"field {field!r} has an unknown value {int(value)}") from None
-
-
-def _etag(etag: pb.Etag | None) -> str | None:
-    # An absent ETag and an empty one mean the same: no ETag check (layotto-semantics 9).
-    return etag.value if etag is not None and etag.value else None
-
-
-def _options(options: pb.StateOptions | None) -> tuple[Concurrency, Consistency]:
-    if options is None:
-        return Concurrency.LAST_WRITE, Consistency.EVENTUAL
-    return (
-        _concurrency(options.concurrency, "options.concurrency"),
-        _consistency(options.consistency, "options.consistency"),
-    )
-
-
 def _strong(options: pb.SequencerOptions | None) -> bool:
     if options is None:
         return False
-    try:
-        return _STRONG[options.increment]
-    except KeyError:
-        raise InvalidArgument(
-            f"field 'options.increment' has an unknown value {int(options.increment)}"
-        ) from None
-
-
-def _set_request(item: pb.StateItem) -> SetRequest:
-    concurrency, consistency = _options(item.options)
-    return SetRequest(
-        item.key, item.value, _etag(item.etag), dict(item.metadata), concurrency, consistency
-    )
-
-
-def _delete_request(item: pb.StateItem) -> DeleteRequest:
-    concurrency, consistency = _options(item.options)
-    return DeleteRequest(item.key, _etag(item.etag), dict(item.metadata), concurrency, consistency)
+    return state_msg.enum_value(_STRONG, options.increment, "options.increment")
 
 
 class LayottoRuntime(pb.RuntimeBase):
@@ -226,7 +164,7 @@ class LayottoRuntime(pb.RuntimeBase):
         found = await self._state.get(
             message.store_name,
             message.key,
-            consistency=_consistency(message.consistency, "consistency"),
+            consistency=state_msg.consistency(message.consistency, "consistency"),
             metadata=message.metadata,
         )
         if found is None:
@@ -256,41 +194,23 @@ class LayottoRuntime(pb.RuntimeBase):
         )
 
     async def save_state(self, message: pb.SaveStateRequest) -> Empty:
-        await self._state.save(message.store_name, [_set_request(s) for s in message.states])
+        await self._state.save(
+            message.store_name, [state_msg.set_request(s, "") for s in message.states]
+        )
         return Empty()
 
     async def delete_state(self, message: pb.DeleteStateRequest) -> Empty:
-        concurrency, consistency = _options(message.options)
-        request = DeleteRequest(
-            message.key, _etag(message.etag), dict(message.metadata), concurrency, consistency
-        )
-        await self._state.delete(message.store_name, request)
+        await self._state.delete(message.store_name, state_msg.delete_request(message))
         return Empty()
 
     async def delete_bulk_state(self, message: pb.DeleteBulkStateRequest) -> Empty:
         await self._state.bulk_delete(
-            message.store_name, [_delete_request(s) for s in message.states]
+            message.store_name, [state_msg.delete_item(s, "") for s in message.states]
         )
         return Empty()
 
     async def execute_state_transaction(self, message: pb.ExecuteStateTransactionRequest) -> Empty:
-        operations: list[TransactionOperation] = []
-        for index, op in enumerate(message.operations):
-            if op.operation_type not in (_UPSERT, _DELETE):
-                raise Unsupported(
-                    f"operations[{index}].operationType {op.operation_type!r} is not supported; "
-                    f"use {_UPSERT!r} or {_DELETE!r}",
-                    reason="ERR_NOT_SUPPORTED_STATE_OPERATION",
-                )
-            if op.request is None:
-                continue  # upstream skips operations without a request
-            if not op.request.key:
-                raise InvalidArgument(f"field 'operations[{index}].request.key' must not be empty")
-            operations.append(
-                _set_request(op.request)
-                if op.operation_type == _UPSERT
-                else _delete_request(op.request)
-            )
+        operations = state_msg.transaction(message.operations, item_paths=False)
         await self._state.transact(message.store_name, operations, message.metadata)
         return Empty()
 

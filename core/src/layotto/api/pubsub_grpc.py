@@ -113,6 +113,31 @@ class StreamOpen:
     metadata: Mapping[str, str] = field(default_factory=dict)
     dead_letter_topic: str | None = None
 
+    @classmethod
+    def of(cls, initial: _InitialRequest | None) -> StreamOpen | None:
+        """The `initial_request` of either API's stream message; None when there is none."""
+        if initial is None:
+            return None
+        return cls(
+            initial.pubsub_name,
+            initial.topic,
+            dict(initial.metadata),
+            initial.dead_letter_topic or None,
+        )
+
+
+class _InitialRequest(Protocol):
+    """Layotto's and Dapr's `initial_request`: the same fields in two messages."""
+
+    @property
+    def pubsub_name(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+    @property
+    def dead_letter_topic(self) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class StreamAck:
@@ -149,15 +174,7 @@ class LayottoTopicMessages:
     """`spec.proto.runtime.v1.SubscribeTopicEvents`."""
 
     def opening(self, request: pb.SubscribeTopicEventsRequest) -> StreamOpen | None:
-        initial = request.initial_request
-        if initial is None:
-            return None
-        return StreamOpen(
-            initial.pubsub_name,
-            initial.topic,
-            dict(initial.metadata),
-            initial.dead_letter_topic or None,
-        )
+        return StreamOpen.of(request.initial_request)
 
     def ack(self, request: pb.SubscribeTopicEventsRequest) -> StreamAck | None:
         processed = request.event_processed
