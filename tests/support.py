@@ -12,6 +12,7 @@ import http.client
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -351,6 +352,65 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def redis_answers(port: int, password: str | None = None) -> bool:
+    """Whether a Redis on 127.0.0.1:`port` answers PING (after AUTH `password`, if given)."""
+    auth = f"AUTH {password}\r\n" if password is not None else ""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.settimeout(0.5)
+            s.sendall(f"{auth}PING\r\n".encode())
+            reply = b""
+            while b"+PONG" not in reply:
+                chunk = s.recv(64)
+                if not chunk:
+                    return False
+                reply += chunk
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server(
+    workdir: Path, *, password: str | None = None, need: str = "this test", wait: float = 10.0
+) -> Iterator[int]:
+    """A private, throwaway `redis-server` on a free port of 127.0.0.1 (with `requirepass`
+    when `password` is given); yields the port, kills it on exit. Without the binary: skipped
+    with the reason, or failed when integration tests are required."""
+    from layotto.testing import skip_or_fail
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail(f"redis-server not installed: {need} needs it")
+    port = free_port()
+    options = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "save": "",  # no snapshots, no append-only file: a throwaway server
+        "appendonly": "no",
+        "daemonize": "no",
+        "dir": str(workdir),
+    }
+    if password is not None:
+        options["requirepass"] = password
+    argv = [binary, *(arg for name, value in options.items() for arg in (f"--{name}", value))]
+    log_path = workdir / "redis.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + wait
+        while not redis_answers(port, password):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 class ScriptApp:

@@ -19,32 +19,22 @@ Quirks handled on purpose (dapr-compat.md 2.3-2.6):
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
-from layotto.testing.integration import skip_or_fail
-from layotto_e2e_support import Sidecar
+from layotto_e2e_support import Sidecar, redis_server
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-REDIS_HOST = "127.0.0.1:6379"
-
-
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def bounded(call: Callable[[], T], seconds: float = 15.0) -> T:
@@ -81,6 +71,7 @@ class Backend:
     secrets: dict[str, str]  # what `secretstore` holds
     binding: str | None  # an output binding with create/get, or None
     invoke_target: str | None  # an app id reachable over HTTP invocation, or None
+    redis_port: int | None = None  # the private redis-server of the "redis" backend
 
 
 def _layotto_save_config(sidecar: Sidecar, app_id: str) -> Callable[[str, str], None]:
@@ -111,10 +102,10 @@ def _layotto_save_config(sidecar: Sidecar, app_id: str) -> Callable[[str, str], 
     return write
 
 
-def _redis_set_config(key: str, value: str) -> None:
+def _redis_set_config(port: int, key: str, value: str) -> None:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
     try:
         client.set(key, f"{value}||1")  # Dapr's configuration.redis layout: value||version
     finally:
@@ -179,10 +170,10 @@ def _component(name: str, type_: str, metadata: dict[str, Any], **extra: Any) ->
     }
 
 
-def _redis_resources(folder: Path, target_port: int) -> Path:
+def _redis_resources(folder: Path, target_port: int, redis_port: int) -> Path:
     secrets_file = folder / "secrets.json"
     secrets_file.write_text(json.dumps({"db-pass": "s3cr3t", "api": {"key": "k-123"}}))
-    redis = {"redisHost": REDIS_HOST}
+    redis = {"redisHost": f"127.0.0.1:{redis_port}"}
     documents = [
         _component("statestore", "state.redis", redis),
         _component("pubsub", "pubsub.redis", redis),
@@ -201,6 +192,14 @@ def _redis_resources(folder: Path, target_port: int) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private redis-server for the "redis" backend (skipped, or failed when integration
+    tests are required, without the binary)."""
+    with redis_server(tmp_path_factory.mktemp("redis"), need="the Dapr SDK on Redis") as port:
+        yield port
+
+
 @pytest.fixture(scope="module", params=["embedded", "redis"])
 def backend(
     request: pytest.FixtureRequest,
@@ -214,18 +213,18 @@ def backend(
         return Backend(
             "embedded", sidecar, app_id, _layotto_save_config(sidecar, app_id), {}, None, None
         )
-    if not _redis_reachable():
-        skip_or_fail("no Redis server on 127.0.0.1:6379")
-    folder = _redis_resources(tmp_path_factory.mktemp("dapr-resources"), target.port)
+    redis_port = request.getfixturevalue("redis_port")
+    folder = _redis_resources(tmp_path_factory.mktemp("dapr-resources"), target.port, redis_port)
     sidecar = module_sidecar_factory(["--app-id", app_id, "--resources-path", str(folder)])
     return Backend(
         "redis",
         sidecar,
         app_id,
-        _redis_set_config,
+        partial(_redis_set_config, redis_port),
         {"db-pass": "s3cr3t", "api:key": "k-123"},
         "cache",
         "target",
+        redis_port,
     )
 
 
@@ -311,7 +310,7 @@ def test_state_keys_are_prefixed_with_the_app_id(dapr_env: Backend, client: Any)
     if dapr_env.name == "redis":
         import redis
 
-        direct = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+        direct = redis.Redis(host="127.0.0.1", port=dapr_env.redis_port, socket_timeout=5)
         try:
             assert direct.exists(f"{dapr_env.app_id}||{key}")
             assert not direct.exists(key)

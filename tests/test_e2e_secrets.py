@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +16,8 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from layotto.testing import skip_or_fail
 from layotto_e2e_support import Sidecar, run_cli
+from layotto_e2e_support import redis_server as start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -32,28 +29,6 @@ REDIS_START_TIMEOUT = 10.0
 # -- a private redis-server that requires a password -----------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_answers(port: int, password: str) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.settimeout(0.5)
-            s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
-            reply = b""
-            while b"+PONG" not in reply:
-                chunk = s.recv(64)
-                if not chunk:
-                    return False
-                reply += chunk
-            return True
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class Redis:
     port: int
@@ -62,36 +37,14 @@ class Redis:
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("redis-server not installed: the secretKeyRef -> Redis password test needs it")
-    workdir = tmp_path_factory.mktemp("redis")
-    redis = Redis(free_port(), "pw-" + secrets.token_hex(8))
-    options = {
-        "port": str(redis.port),
-        "bind": "127.0.0.1",
-        "requirepass": redis.password,
-        "save": "",  # no snapshots, no append-only file: a throwaway server
-        "appendonly": "no",
-        "daemonize": "no",
-        "dir": str(workdir),
-    }
-    argv = [binary, *(arg for name, value in options.items() for arg in (f"--{name}", value))]
-    log_path = workdir / "redis.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + REDIS_START_TIMEOUT
-        while not redis_answers(redis.port, redis.password):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.02)
-        yield redis
-    finally:
-        proc.kill()
-        proc.wait(10)
+    password = "pw-" + secrets.token_hex(8)
+    with start_redis(
+        tmp_path_factory.mktemp("redis"),
+        password=password,
+        need="the secretKeyRef -> Redis password test",
+        wait=REDIS_START_TIMEOUT,
+    ) as port:
+        yield Redis(port, password)
 
 
 def redis_resources(folder: Path, redis: Redis, password: str, key: str = "password") -> Path:

@@ -35,17 +35,24 @@ CONFIGS = [
 ]
 
 
-def run_quickstart(grpc_port: int) -> subprocess.CompletedProcess[str]:
+def run_example(
+    script: str, env: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run `examples/<script>` from the repository root with environment `env`."""
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        [sys.executable, str(EXAMPLES / script)],
         capture_output=True,
         text=True,
-        env=subprocess_env({"LAYOTTO_GRPC_PORT": str(grpc_port)}),
+        env=env,
         cwd=REPO_ROOT,
-        timeout=30,
+        timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_quickstart(grpc_port: int) -> subprocess.CompletedProcess[str]:
+    return run_example("quickstart.py", subprocess_env({"LAYOTTO_GRPC_PORT": str(grpc_port)}))
 
 
 @pytest.mark.parametrize(
@@ -62,15 +69,8 @@ def test_pubsub_quickstart_receives_what_it_published(
     sidecar_factory: Callable[..., Sidecar],
 ) -> None:
     sidecar = sidecar_factory([])  # the embedded default has `pubsub` (in-memory)
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "pubsub_quickstart.py")],
-        capture_output=True,
-        text=True,
-        env=subprocess_env({"LAYOTTO_GRPC_PORT": str(sidecar.grpc_port)}),
-        cwd=REPO_ROOT,
-        timeout=30,
-        check=False,
-        stdin=subprocess.DEVNULL,
+    result = run_example(
+        "pubsub_quickstart.py", subprocess_env({"LAYOTTO_GRPC_PORT": str(sidecar.grpc_port)})
     )
     assert result.returncode == 0, f"{result.stderr}\nsidecar log:\n{sidecar.log()}"
     lines = result.stdout.splitlines()
@@ -88,15 +88,10 @@ def test_dapr_sdk_quickstart_runs_unmodified(sidecar_factory: Callable[..., Side
     variables a Dapr user sets."""
     sidecar = sidecar_factory(["--app-id", "quickstart"])
     env = {"DAPR_GRPC_PORT": str(sidecar.grpc_port), "DAPR_HTTP_PORT": str(sidecar.http_port)}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "dapr_sdk_quickstart.py")],
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in subprocess_env(env).items() if not k.startswith("DAPR_API")},
-        cwd=REPO_ROOT,
+    result = run_example(
+        "dapr_sdk_quickstart.py",
+        {k: v for k, v in subprocess_env(env).items() if not k.startswith("DAPR_API")},
         timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, f"{result.stderr}\nsidecar log:\n{sidecar.log()}"
     lines = result.stdout.splitlines()
@@ -164,17 +159,11 @@ def test_invoke_quickstart_calls_app_b_through_two_sidecars(
     resolver["metadata"]["apps"]["appB"] = [f"127.0.0.1:{sidecar_b.grpc_port}"]
     (tmp_path / "sidecar-a.yaml").write_text(yaml.safe_dump(config_a))
     sidecar_a = sidecar_factory(["-c", str(tmp_path / "sidecar-a.yaml")])
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "invoke_quickstart.py")],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(
+    result = run_example(
+        "invoke_quickstart.py",
+        subprocess_env(
             {"LAYOTTO_GRPC_PORT": str(sidecar_a.grpc_port), "APP_B_PORT": str(app_b_port)}
         ),
-        cwd=REPO_ROOT,
-        timeout=30,
-        check=False,
-        stdin=subprocess.DEVNULL,
     )
     logs = f"sidecar A:\n{sidecar_a.log()}\nsidecar B:\n{sidecar_b.log()}"
     assert result.returncode == 0, f"{result.stderr}\n{logs}"

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 from grpclib import GRPCError
 from grpclib.const import Cardinality, Handler, Status
-from grpclib.server import Stream
+from grpclib.server import Server, Stream
 from layotto._proto.dapr.proto.common import v1 as dapr_common
 from layotto._proto.google.protobuf import Any as PbAny
 from layotto.actors.http_server import HttpServer
@@ -44,6 +44,20 @@ async def serve_asgi(app: ASGIApp) -> AsyncIterator[int]:
             yield server.bound_port
         finally:
             await server.stop()
+
+
+@asynccontextmanager
+async def serve_grpclib(*servicers: Any, port: int = 0) -> AsyncIterator[int]:
+    """Serve grpclib `servicers` on 127.0.0.1 (`port`, or any free one); yields the port."""
+    server = Server(list(servicers))
+    await server.start("127.0.0.1", port)
+    listener: Any = server._server  # grpclib does not expose the bound port
+    try:
+        yield int(listener.sockets[0].getsockname()[1])
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            server.close()
+            await server.wait_closed()
 
 
 def free_port() -> int:

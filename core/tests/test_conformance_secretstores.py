@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from layotto.builtin.secret_stores import (
@@ -58,19 +59,8 @@ class TestLocalFileSecrets(BothBackends):
     """`multiValued: false`: every leaf is a secret of its own; the multi-value secret is
     written nested anyway, so its flattened leaves must come back one per secret."""
 
-    @pytest.fixture
-    def secret_store_factory(self, tmp_path: Path) -> Factory:
-        async def create(seed: SecretSeed) -> SecretStore:
-            path = tmp_path / "secrets.json"
-            document = {**seed.values, **{name: dict(v) for name, v in seed.multi.items()}}
-            path.write_text(json.dumps(document), encoding="utf-8")
-            metadata = LocalFileSecretStoreMetadata.model_validate({"secretsFile": str(path)})
-            return await started(LocalFileSecretStore.create(metadata, CONTEXT))
+    extra_metadata: ClassVar[dict[str, str]] = {}
 
-        return create
-
-
-class TestLocalFileMultiValuedSecrets(BothBackends):
     @pytest.fixture
     def secret_store_factory(self, tmp_path: Path) -> Factory:
         async def create(seed: SecretSeed) -> SecretStore:
@@ -78,11 +68,17 @@ class TestLocalFileMultiValuedSecrets(BothBackends):
             document = {**seed.values, **{name: dict(v) for name, v in seed.multi.items()}}
             path.write_text(json.dumps(document), encoding="utf-8")
             metadata = LocalFileSecretStoreMetadata.model_validate(
-                {"secretsFile": str(path), "multiValued": "true"}
+                {"secretsFile": str(path), **self.extra_metadata}
             )
             return await started(LocalFileSecretStore.create(metadata, CONTEXT))
 
         return create
+
+
+class TestLocalFileMultiValuedSecrets(TestLocalFileSecrets):
+    """`multiValued: true`: a top-level mapping is one secret with many keys."""
+
+    extra_metadata: ClassVar[dict[str, str]] = {"multiValued": "true"}
 
 
 class TestLocalEnvSecrets(BothBackends):

@@ -17,6 +17,9 @@ import anyio
 import grpc
 import httpx
 import pytest
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import invoke_pb2
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from layotto.testing.pubsub import publish
@@ -118,6 +121,45 @@ def echoed(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def post_orders_request(app_id: str) -> invoke_pb2.InvokeServiceRequest:
+    """A gRPC InvokeService of `app_id`: POST orders/1?a=1, text/plain `payload`."""
+    return invoke_pb2.InvokeServiceRequest(
+        id=app_id,
+        message=common_pb2.InvokeRequest(
+            method="orders/1",
+            data=any_pb2.Any(value=b"payload"),
+            content_type="text/plain",
+            http_extension=common_pb2.HTTPExtension(
+                verb=common_pb2.HTTPExtension.POST, querystring="a=1"
+            ),
+        ),
+    )
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
+    """`response` is a Dapr HTTP error: `status`, errorCode `code`, a message with `fragments`."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["errorCode"] == code, body
+    for fragment in fragments:
+        assert fragment in body["message"], body
+
+
+def assert_passed_through(response: httpx.Response, code: int) -> None:
+    """`response` is `target_app`'s own `/status/{code}` answer: status, body and headers
+    unchanged, as daprd passes it."""
+    assert response.status_code == code
+    assert response.text == f"answered {code}"
+    assert response.headers["x-why"] == "asked"
+
+
+def assert_unreachable(response: httpx.Response, name: str) -> None:
+    """`response` is the 500 ERR_DIRECT_INVOKE for a target `name` nobody answers for: the
+    message names it, not a host or a port of it."""
+    assert_error(response, 500, "ERR_DIRECT_INVOKE", name)
+    assert "127.0.0.1" not in response.json()["message"]
 
 
 # -- a fake Dapr HTTP app (app.protocol: http) ---------------------------------------------------

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
-from grpclib.server import Server
 from layotto._proto.dapr.proto.common import v1 as common
 from layotto._proto.dapr.proto.runtime import v1 as dapr
 from layotto._proto.google.protobuf import Any as PbAny
@@ -31,6 +30,7 @@ from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
 from layotto.testing.pubsub import CallbackApp, Route, publish
 from layotto.testing.runtime import Sidecar, run_sidecar
 from layotto_api_test_helpers import send, until
+from layotto_core_test_helpers import serve_grpclib
 
 pytestmark = pytest.mark.anyio
 
@@ -169,19 +169,6 @@ class Health(dapr.AppCallbackHealthCheckBase):
         return dapr.HealthCheckResponse()
 
 
-@asynccontextmanager
-async def serve(*servicers: Any, port: int = 0) -> AsyncIterator[int]:
-    server = Server(list(servicers))
-    await server.start("127.0.0.1", port)
-    listener: Any = server._server  # grpclib does not expose the bound port
-    try:
-        yield int(listener.sockets[0].getsockname()[1])
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            server.close()
-            await server.wait_closed()
-
-
 def subscription(topic: str, **fields: Any) -> dapr.TopicSubscription:
     return dapr.TopicSubscription(pubsub_name=PUBSUB, topic=topic, **fields)
 
@@ -205,7 +192,10 @@ def stats(sidecar: Sidecar, topic: str) -> dict[str, Any]:
 async def test_a_dapr_app_is_detected_and_gets_path_extensions_headers_and_token() -> None:
     recorder = Recorder()
     app = DaprApp([subscription("plain", routes=dapr.TopicRoutes())], recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port, api_token=TOKEN) as sc:
+    async with (
+        serve_grpclib(Recorded(app, recorder)) as port,
+        sidecar_for(port, api_token=TOKEN) as sc,
+    ):
         await wait_until_ready(sc)
         sent = await send(sc, "plain", {"a": 1}, **{"x-order": "7"})
         await recorder.wait(lambda: len(app.events) == 1)
@@ -241,7 +231,10 @@ async def test_a_layotto_app_is_detected_and_gets_the_token_too() -> None:
         return EventStatus.SUCCESS
 
     app = CallbackApp([Route(PUBSUB, "lay", handler)])
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port, api_token=TOKEN) as sc:
+    async with (
+        serve_grpclib(Recorded(app, recorder)) as port,
+        sidecar_for(port, api_token=TOKEN) as sc,
+    ):
         await wait_until_ready(sc)
         sent = await send(sc, "lay", 1)
         await recorder.wait(lambda: len(got) == 1)
@@ -259,7 +252,7 @@ async def test_a_layotto_app_is_detected_and_gets_the_token_too() -> None:
 async def test_no_token_header_without_an_app_token() -> None:
     recorder = Recorder()
     app = DaprApp([subscription("t")], recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         await send(sc, "t", 1)
         await recorder.wait(lambda: len(app.events) == 1)
@@ -274,7 +267,7 @@ async def test_the_protocol_setting_forces_one_surface(protocol: str) -> None:
     dapr_app = DaprApp([subscription("d")], recorder)
     layotto_app = CallbackApp([Route(PUBSUB, "l", lambda e: _success())])
     async with (
-        serve(Recorded(dapr_app, recorder), Recorded(layotto_app, recorder)) as port,
+        serve_grpclib(Recorded(dapr_app, recorder), Recorded(layotto_app, recorder)) as port,
         sidecar_for(port, protocol=protocol) as sc,
     ):
         await wait_until_ready(sc)
@@ -305,7 +298,7 @@ async def test_rules_pick_the_path_in_order_then_the_default(
         ),
     )
     app = DaprApp([sub], recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         widget = await send(sc, "routed", {"kind": "gadget"}, **{"cloudevent.type": "widget"})
         gadget = await send(sc, "routed", {"kind": "gadget"})
@@ -333,7 +326,7 @@ async def test_an_event_no_rule_takes_is_dead_lettered_or_dropped() -> None:
         subscription("strict-nodlq", routes=only_widgets),
     ]
     app = DaprApp(subs, recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         unrouted = await send(sc, "strict", 1)
         await send(sc, "strict-nodlq", 2)
@@ -367,7 +360,7 @@ async def test_outcomes_retry_error_success_and_unimplemented() -> None:
 
     subs = [subscription(t) for t in ("retry", "error", "unimpl")]
     app = DaprApp(subs, recorder, on_event=answer)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         retried = await send(sc, "retry", 1)
         errored = await send(sc, "error", 2)
@@ -394,7 +387,7 @@ async def test_dead_letter_after_max_retries_from_the_field_or_the_metadata() ->
         subscription("dl2-dead"),
     ]
     app = DaprApp(subs, recorder, on_event=always_retry)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         first = await send(sc, "dl", 1)
         second = await send(sc, "dl2", 2)
@@ -438,7 +431,10 @@ async def test_bulk_subscribe_batches_and_settles_each_entry() -> None:
 
     bulk = dapr.BulkSubscribeConfig(enabled=True, max_messages_count=4, max_await_duration_ms=300)
     app = DaprApp([subscription("bulk", bulk_subscribe=bulk)], recorder, on_bulk=answer)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port, api_token=TOKEN) as sc:
+    async with (
+        serve_grpclib(Recorded(app, recorder)) as port,
+        sidecar_for(port, api_token=TOKEN) as sc,
+    ):
         await wait_until_ready(sc)
         ids = {}
         async with anyio.create_task_group() as tg:
@@ -485,7 +481,7 @@ async def test_a_small_batch_waits_max_await_then_goes() -> None:
 
     bulk = dapr.BulkSubscribeConfig(enabled=True, max_messages_count=50, max_await_duration_ms=400)
     app = DaprApp([subscription("slow-bulk", bulk_subscribe=bulk)], recorder, on_bulk=answer)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         started = anyio.current_time()
         await send(sc, "slow-bulk", 1)
@@ -526,7 +522,7 @@ async def test_bulk_falls_back_to_alpha1_and_unimplemented_drops() -> None:
     app = DaprApp(subs, recorder)  # no OnBulkTopicEvent
     alpha = Alpha()
     async with (
-        serve(Recorded(app, recorder), Recorded(alpha, recorder)) as port,
+        serve_grpclib(Recorded(app, recorder), Recorded(alpha, recorder)) as port,
         sidecar_for(port) as sc,
     ):
         await wait_until_ready(sc)
@@ -552,7 +548,7 @@ async def test_bulk_with_raw_payload_sends_bytes_entries() -> None:
     bulk = dapr.BulkSubscribeConfig(enabled=True, max_messages_count=1)
     sub = subscription("raw-bulk", bulk_subscribe=bulk, metadata={"rawPayload": "true"})
     app = DaprApp([sub], recorder, on_bulk=answer)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         channel = sc.channel()
         try:
@@ -577,7 +573,7 @@ async def test_health_check_gates_subscribing_and_pauses_deliveries(
     app = DaprApp([subscription("h")], recorder)
     health = Health(healthy=False)
     async with (
-        serve(Recorded(app, recorder), Recorded(health, recorder)) as port,
+        serve_grpclib(Recorded(app, recorder), Recorded(health, recorder)) as port,
         sidecar_for(port, api_token=TOKEN) as sc,
     ):
         registry = sc.runtime.health
@@ -614,7 +610,7 @@ async def test_health_check_gates_subscribing_and_pauses_deliveries(
 async def test_an_app_without_health_check_is_not_gated() -> None:
     recorder = Recorder()
     app = DaprApp([subscription("nh")], recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port, id="me") as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port, id="me") as sc:
         await wait_until_ready(sc)
         await send(sc, "nh", 1)
         await recorder.wait(lambda: len(app.events) == 1)
@@ -645,7 +641,7 @@ async def test_an_unhealthy_app_is_not_invoked_and_metadata_shows_the_checks(
     app = DaprApp([], recorder)
     health = Health()
     async with (
-        serve(Recorded(app, recorder), Recorded(health, recorder)) as port,
+        serve_grpclib(Recorded(app, recorder), Recorded(health, recorder)) as port,
         sidecar_for(port, id="me") as sc,
         httpx.AsyncClient(base_url=sc.http_url, timeout=10) as http,
     ):
@@ -695,7 +691,7 @@ async def test_shutdown_is_not_held_by_deliveries_paused_for_an_unhealthy_app(
     app = DaprApp([subscription("p")], recorder)
     health = Health()
     async with (
-        serve(Recorded(app, recorder), Recorded(health, recorder)) as port,
+        serve_grpclib(Recorded(app, recorder), Recorded(health, recorder)) as port,
         run_sidecar(sidecar_config(), grace_period=5.0, app_port=port) as sc,
     ):
         await wait_until_ready(sc)
@@ -720,7 +716,7 @@ async def test_info_and_metadata_describe_the_subscriptions() -> None:
         subscription("m2", dead_letter_topic="m2-dlq"),
     ]
     app = DaprApp(subs, recorder)
-    async with serve(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
+    async with serve_grpclib(Recorded(app, recorder)) as port, sidecar_for(port) as sc:
         await wait_until_ready(sc)
         async with httpx.AsyncClient(base_url=sc.http_url, timeout=10) as http:
             info = (await http.get("/actuator/info")).json()

@@ -19,7 +19,6 @@ from dapr.proto.runtime.v1 import (
     ai_pb2,
     binding_pb2,
     dapr_pb2_grpc,
-    invoke_pb2,
     jobs_pb2,
     lock_pb2,
     metadata_pb2,
@@ -27,7 +26,7 @@ from dapr.proto.runtime.v1 import (
     state_pb2,
     workflow_pb2,
 )
-from google.protobuf import any_pb2, empty_pb2
+from google.protobuf import empty_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from grpclib.client import Channel
@@ -45,7 +44,7 @@ from layotto.plugin import (
 from layotto.plugins import PluginInfo, load_catalog
 from layotto.testing.pubsub import serve_app
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_api_test_helpers import expect
+from layotto_api_test_helpers import expect, post_orders_request
 from layotto_core_test_helpers import EchoApp
 from starlette.types import Receive, Scope, Send
 
@@ -481,17 +480,7 @@ async def test_invoke_service_reaches_the_app_and_returns_its_headers() -> None:
         run_sidecar(CONFIG, _catalog(), app_port=port, api_token="tok") as sidecar,
         grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan,
     ):
-        request = invoke_pb2.InvokeServiceRequest(
-            id=APP,
-            message=common_pb2.InvokeRequest(
-                method="orders/1",
-                data=any_pb2.Any(value=b"payload"),
-                content_type="text/plain",
-                http_extension=common_pb2.HTTPExtension(
-                    verb=common_pb2.HTTPExtension.POST, querystring="a=1"
-                ),
-            ),
-        )
+        request = post_orders_request(APP)
         call = dapr_pb2_grpc.DaprStub(chan).InvokeService(
             request, metadata=(("dapr-api-token", "tok"), ("x-trace", "t1")), timeout=10
         )

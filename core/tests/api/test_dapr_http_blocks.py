@@ -26,6 +26,7 @@ from layotto.plugin import (
 from layotto.plugins import Catalog, PluginInfo, load_catalog
 from layotto.runtime import Runtime
 from layotto.testing.runtime import run_sidecar
+from layotto_api_test_helpers import assert_error
 
 pytestmark = pytest.mark.anyio
 
@@ -82,14 +83,6 @@ CONFIG = RuntimeConfig.model_validate(
 @pytest.fixture
 def runtime_options() -> dict[str, Any]:
     return {"config": CONFIG, "catalog": catalog()}
-
-
-def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["errorCode"] == code, body
-    for fragment in fragments:
-        assert fragment in body["message"], body
 
 
 # -- configuration -----------------------------------------------------------------------------

@@ -21,14 +21,20 @@ import grpc
 import httpx
 import pytest
 import uvicorn
-from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import dapr_pb2_grpc, invoke_pb2, metadata_pb2
-from google.protobuf import any_pb2
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 from layotto.actors.supervisor import first_leaf
 from layotto.config import RuntimeConfig, load_config
 from layotto.errors import ConfigError
+from layotto.testing import skip_or_fail
 from layotto.testing.runtime import Sidecar, run_sidecar
-from layotto_api_test_helpers import echoed, target_app, until
+from layotto_api_test_helpers import (
+    assert_passed_through,
+    assert_unreachable,
+    echoed,
+    post_orders_request,
+    target_app,
+    until,
+)
 from layotto_core_test_helpers import free_port, serve_asgi
 from starlette.applications import Starlette
 
@@ -185,19 +191,11 @@ async def test_a_scoped_out_endpoint_is_not_loaded(http: httpx.AsyncClient) -> N
 async def test_the_endpoints_error_answer_passes_through(
     http: httpx.AsyncClient, code: int
 ) -> None:
-    response = await http.get(f"/v1.0/invoke/ext/method/status/{code}")
-    assert response.status_code == code
-    assert response.text == f"answered {code}"
-    assert response.headers["x-why"] == "asked"
+    assert_passed_through(await http.get(f"/v1.0/invoke/ext/method/status/{code}"), code)
 
 
 async def test_an_unreachable_endpoint_is_500(http: httpx.AsyncClient) -> None:
-    response = await http.get("/v1.0/invoke/down/method/x")
-    assert response.status_code == 500
-    body = response.json()
-    assert body["errorCode"] == "ERR_DIRECT_INVOKE"
-    assert "down" in body["message"]
-    assert "127.0.0.1" not in body["message"]
+    assert_unreachable(await http.get("/v1.0/invoke/down/method/x"), "down")
 
 
 async def test_an_endpoint_past_the_timeout_is_504(http: httpx.AsyncClient) -> None:
@@ -223,17 +221,7 @@ async def test_grpc_metadata_lists_the_loaded_endpoints(sidecar: Sidecar) -> Non
 
 async def test_grpc_invoke_service_reaches_an_endpoint(sidecar: Sidecar) -> None:
     async with grpc.aio.insecure_channel(f"{sidecar.host}:{sidecar.grpc_port}") as chan:
-        request = invoke_pb2.InvokeServiceRequest(
-            id="ext",
-            message=common_pb2.InvokeRequest(
-                method="orders/1",
-                data=any_pb2.Any(value=b"payload"),
-                content_type="text/plain",
-                http_extension=common_pb2.HTTPExtension(
-                    verb=common_pb2.HTTPExtension.POST, querystring="a=1"
-                ),
-            ),
-        )
+        request = post_orders_request("ext")
         response = await dapr_pb2_grpc.DaprStub(chan).InvokeService(request, timeout=10)
     got = json.loads(response.data.value)
     assert (got["verb"], got["path"], got["query"], got["body"]) == (
@@ -269,7 +257,7 @@ def make_certificates(directory: Path) -> dict[str, str]:
     texts by name (`ca`, `server`, `server.key`, `client`, `client.key`)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl not installed (needed to make test certificates)")
+        skip_or_fail("openssl not installed (needed to make test certificates)")
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)

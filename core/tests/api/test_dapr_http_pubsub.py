@@ -16,6 +16,7 @@ from layotto.config import AppConfig, RuntimeConfig, embedded_default_components
 from layotto.plugin import Kind, Message, PubSub, SubscribeRequest
 from layotto.runtime import Runtime
 from layotto.testing.runtime import run_sidecar
+from layotto_api_test_helpers import assert_error
 
 pytestmark = pytest.mark.anyio
 
@@ -51,11 +52,6 @@ async def receive(subscription: Any) -> Message:
     with anyio.fail_after(5):
         message: Message = await subscription.receive()
     return message
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["errorCode"] == code, response.json()
 
 
 async def test_publish_wraps_json_in_a_dapr_cloudevent(

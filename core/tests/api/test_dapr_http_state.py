@@ -13,6 +13,7 @@ from layotto.config import AppConfig, RuntimeConfig, embedded_default_components
 from layotto.plugin import GetRequest, Kind, StateStore
 from layotto.runtime import Runtime
 from layotto.testing.runtime import run_sidecar
+from layotto_api_test_helpers import assert_error
 
 pytestmark = pytest.mark.anyio
 
@@ -21,14 +22,6 @@ STORE = "/v1.0/state/statestore"
 
 async def save(http: httpx.AsyncClient, *items: dict[str, Any], **params: str) -> httpx.Response:
     return await http.post(STORE, json=list(items), params=params)
-
-
-def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["errorCode"] == code, body
-    for fragment in fragments:
-        assert fragment in body["message"], body
 
 
 # -- save and get ----------------------------------------------------------------------------

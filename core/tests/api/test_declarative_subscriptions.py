@@ -10,16 +10,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import httpx
 import pytest
-from grpclib.server import Server
 from layotto._proto.dapr.proto.runtime import v1 as dapr
 from layotto._proto.google.protobuf import Empty
 from layotto.config import RuntimeConfig
 from layotto.testing.conformance.pubsub_sidecar import wait_until_ready
 from layotto.testing.runtime import Sidecar, run_sidecar
 from layotto_api_test_helpers import send, until
+from layotto_core_test_helpers import serve_grpclib
 
 pytestmark = pytest.mark.anyio
 
@@ -44,19 +43,6 @@ class App(dapr.AppCallbackBase):
         return [e for e in self.events if e.topic == topic]
 
 
-@asynccontextmanager
-async def serve(app: App) -> AsyncIterator[int]:
-    server = Server([app])
-    await server.start("127.0.0.1", 0)
-    listener: Any = server._server  # grpclib does not expose the bound port
-    try:
-        yield int(listener.sockets[0].getsockname()[1])
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            server.close()
-            await server.wait_closed()
-
-
 def config(*subscriptions: dict[str, Any]) -> RuntimeConfig:
     return RuntimeConfig.model_validate(
         {
@@ -72,7 +58,7 @@ def config(*subscriptions: dict[str, Any]) -> RuntimeConfig:
 @asynccontextmanager
 async def sidecar(app: App, *subscriptions: dict[str, Any]) -> AsyncIterator[Sidecar]:
     async with (
-        serve(app) as port,
+        serve_grpclib(app) as port,
         run_sidecar(config(*subscriptions), grace_period=0.5, app_port=port) as sc,
     ):
         await wait_until_ready(sc)

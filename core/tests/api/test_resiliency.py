@@ -111,31 +111,22 @@ async def http(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_matching_codes_are_retried_until_the_answer_is_good(
-    http: httpx.AsyncClient, target: FlakyTarget
+@pytest.mark.parametrize(
+    ("path", "status", "text", "calls"),
+    [
+        pytest.param("503/2/a", 200, "ok after 3", 3, id="matching-codes-retried-until-good"),
+        pytest.param("404/2/b", 404, "failure 1", 1, id="other-codes-passed-back-at-once"),
+        # the first call and maxRetries: 3, then the last failed answer is passed back
+        pytest.param("500/10/c", 500, "failure 4", 4, id="last-failure-when-retries-run-out"),
+    ],
+)
+async def test_retries_follow_the_matching_codes(
+    http: httpx.AsyncClient, target: FlakyTarget, path: str, status: int, text: str, calls: int
 ) -> None:
-    response = await http.get("/v1.0/invoke/ext/method/fail/503/2/a")
-    assert response.status_code == 200
-    assert response.text == "ok after 3"
-    assert target.calls["a"] == 3
-
-
-async def test_codes_outside_matching_are_passed_back_at_once(
-    http: httpx.AsyncClient, target: FlakyTarget
-) -> None:
-    response = await http.get("/v1.0/invoke/ext/method/fail/404/2/b")
-    assert response.status_code == 404
-    assert response.text == "failure 1"
-    assert target.calls["b"] == 1
-
-
-async def test_the_last_failed_answer_is_passed_back_when_retries_run_out(
-    http: httpx.AsyncClient, target: FlakyTarget
-) -> None:
-    response = await http.get("/v1.0/invoke/ext/method/fail/500/10/c")
-    assert response.status_code == 500
-    assert response.text == "failure 4"  # the first call and maxRetries: 3
-    assert target.calls["c"] == 4
+    response = await http.get(f"/v1.0/invoke/ext/method/fail/{path}")
+    assert response.status_code == status
+    assert response.text == text
+    assert target.calls[path[-1]] == calls
 
 
 async def test_the_default_app_policy_covers_other_targets(

@@ -284,14 +284,20 @@ async def test_publish_and_delivery_stay_in_one_trace() -> None:
     assert delivery.headers["traceparent"] == f"00-{TRACE}-{consumer['id']}-01"
 
 
+def native_tracing_config(tmp_path: Path, port: int, *, sampling_rate: int) -> Path:
+    """A native layotto.yaml whose tracing section exports to the Zipkin collector on `port`."""
+    native = tmp_path / "layotto.yaml"
+    native.write_text(
+        f"app:\n  id: {APP_ID}\ntracing:\n  sampling_rate: {sampling_rate}\n"
+        f"  zipkin_endpoint: http://127.0.0.1:{port}/api/v2/spans\n"
+    )
+    return native
+
+
 async def test_sampling_zero_records_and_exports_nothing(tmp_path: Path) -> None:
     zipkin = ZipkinCollector()
     async with serve_asgi(zipkin) as port:
-        native = tmp_path / "layotto.yaml"
-        native.write_text(
-            f"app:\n  id: {APP_ID}\ntracing:\n  sampling_rate: 0\n"
-            f"  zipkin_endpoint: http://127.0.0.1:{port}/api/v2/spans\n"
-        )
+        native = native_tracing_config(tmp_path, port, sampling_rate=0)
         loaded = load_config(native)
         assert loaded.tracing.zipkin_endpoint.endswith("/api/v2/spans")
         base = loaded.model_copy(update={"components": embedded_default_components()})
@@ -311,11 +317,7 @@ async def test_sampling_zero_records_and_exports_nothing(tmp_path: Path) -> None
 async def test_a_native_yaml_tracing_section_turns_tracing_on(tmp_path: Path) -> None:
     zipkin = ZipkinCollector()
     async with serve_asgi(zipkin) as port:
-        native = tmp_path / "layotto.yaml"
-        native.write_text(
-            f"app:\n  id: {APP_ID}\ntracing:\n  sampling_rate: 1\n"
-            f"  zipkin_endpoint: http://127.0.0.1:{port}/api/v2/spans\n"
-        )
+        native = native_tracing_config(tmp_path, port, sampling_rate=1)
         base = load_config(native).model_copy(update={"components": embedded_default_components()})
         async with run_sidecar(base) as sc:
             await get_state_with_metadata(sc, {})

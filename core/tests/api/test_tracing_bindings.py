@@ -56,6 +56,11 @@ def config(
     )
 
 
+def http_output_binding(url: str) -> dict[str, Any]:
+    """An http output binding component named `out`, calling `url`."""
+    return {"name": "out", "kind": "bindings", "type": "http", "metadata": {"url": url}}
+
+
 @asynccontextmanager
 async def collector() -> AsyncIterator[tuple[ZipkinCollector, TracingConfig]]:
     zipkin = ZipkinCollector()
@@ -146,12 +151,7 @@ async def test_a_grpc_apps_event_and_its_reply_stay_in_the_events_trace() -> Non
         grpc_app(app) as (port, calls),
         serve_asgi(target.asgi) as target_port,
     ):
-        out = {
-            "name": "out",
-            "kind": "bindings",
-            "type": "http",
-            "metadata": {"url": f"http://127.0.0.1:{target_port}/hook"},
-        }
+        out = http_output_binding(f"http://127.0.0.1:{target_port}/hook")
         components = [{"name": "tick", **CRON}, out]
         async with run_sidecar(config(tracing, components, protocol="dapr"), app_port=port):
             await target.wait(lambda: bool(target.to("/hook")))
@@ -176,12 +176,7 @@ async def test_an_output_binding_call_is_a_client_span_the_target_continues() ->
         collector() as (zipkin, tracing),
         serve_asgi(target.asgi) as target_port,
     ):
-        out = {
-            "name": "out",
-            "kind": "bindings",
-            "type": "http",
-            "metadata": {"url": f"http://127.0.0.1:{target_port}"},
-        }
+        out = http_output_binding(f"http://127.0.0.1:{target_port}")
         async with run_sidecar(config(tracing, [out])) as sc, httpx.AsyncClient() as http:
             channel = sc.channel()
             try:
@@ -222,12 +217,7 @@ async def test_a_failed_output_binding_call_is_an_error_span() -> None:
         collector() as (zipkin, tracing),
         serve_asgi(target.asgi) as target_port,
     ):
-        out = {
-            "name": "out",
-            "kind": "bindings",
-            "type": "http",
-            "metadata": {"url": f"http://127.0.0.1:{target_port}"},
-        }
+        out = http_output_binding(f"http://127.0.0.1:{target_port}")
         async with run_sidecar(config(tracing, [out])) as sc, httpx.AsyncClient() as http:
             answer = await http.post(f"{sc.http_url}/v1.0/bindings/out", json={"operation": "get"})
             assert answer.status_code == 500
